@@ -132,6 +132,8 @@ pub enum EventBody {
     ContactScheduled(ContactJob),
     /// A due contact may not happen now; it will be retried at `until`.
     ContactDeferred {
+        /// The job that was due (it keeps this id when it is scheduled later).
+        job_id: JobId,
         /// The cadence step that was due.
         step: String,
         /// When it becomes allowed.
@@ -141,6 +143,8 @@ pub enum EventBody {
     },
     /// A due contact will not happen at all.
     ContactSuppressed {
+        /// The job that was due and will not be created.
+        job_id: JobId,
         /// The cadence step that was due.
         step: String,
         /// Why, with the rules that fired.
@@ -483,6 +487,8 @@ pub enum ReasonCode {
     ZoneUncertain,
     /// No segment of the policy matched the account.
     NoSegment,
+    /// No jurisdiction pack covers the account's country: nothing is sent.
+    UnknownJurisdiction,
 }
 
 impl Event {

@@ -129,14 +129,14 @@ pub fn sample_events() -> Vec<Event> {
         },
         EventBody::CallConsentGiven {},
         EventBody::ContactOutcome {
-            job_id: Some(JobId("A-1:c0:s1:a0".into())),
+            job_id: Some(JobId("A-1:c0:d0.0:a0".into())),
             channel: Channel::Voice,
             status: OutcomeStatus::RightPartyContact,
             conversation: true,
             inbound: false,
         },
         EventBody::ContactScheduled(ContactJob {
-            job_id: JobId("A-1:c0:s1:a0".into()),
+            job_id: JobId("A-1:c0:d0.0:a0".into()),
             step: "day-0-sms".into(),
             channel: Channel::Sms,
             contact_point_id: "mobile".into(),
@@ -149,16 +149,18 @@ pub fn sample_events() -> Vec<Event> {
             decision: decision(),
         }),
         EventBody::ContactDeferred {
+            job_id: JobId("A-1:c0:d0.0:a1".into()),
             step: "day-0-sms".into(),
             until: at("2026-11-23T13:07:00Z"),
             decision: decision(),
         },
         EventBody::ContactSuppressed {
+            job_id: JobId("A-1:c0:d3.0:a0".into()),
             step: "day-3-voice".into(),
             decision: decision(),
         },
         EventBody::JobsRecalled {
-            job_ids: vec![JobId("A-1:c0:s1:a0".into())],
+            job_ids: vec![JobId("A-1:c0:d0.0:a0".into())],
             decision: decision(),
         },
         EventBody::TaskCreated {
