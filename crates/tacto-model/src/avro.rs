@@ -37,9 +37,8 @@ fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         // The schema is compiled into the binary and checked by the tests below.
-        Schema::parse_str(EVENT_SCHEMA_JSON).unwrap_or_else(|e| {
-            panic!("schemas/event.avsc is not a valid Avro schema: {e}")
-        })
+        Schema::parse_str(EVENT_SCHEMA_JSON)
+            .unwrap_or_else(|e| panic!("schemas/event.avsc is not a valid Avro schema: {e}"))
     })
 }
 
@@ -122,7 +121,11 @@ mod tests {
             assert_eq!(&back, e, "round trip of {}", e.body.type_name());
             kinds.insert(e.body.type_name());
         }
-        assert_eq!(kinds.len(), 21, "samples must cover every event kind: {kinds:?}");
+        assert_eq!(
+            kinds.len(),
+            21,
+            "samples must cover every event kind: {kinds:?}"
+        );
     }
 
     #[test]

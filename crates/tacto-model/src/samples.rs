@@ -182,7 +182,7 @@ pub fn sample_events() -> Vec<Event> {
     for (i, body) in bodies.into_iter().enumerate() {
         events.push(Event {
             id: EventId(format!("evt-{i}")),
-            occurred_at: at("2026-11-23T10:00:00Z").add(chrono::TimeDelta::minutes(i as i64)),
+            occurred_at: at("2026-11-23T10:00:00Z").plus(chrono::TimeDelta::minutes(i as i64)),
             account_id: AccountId("A-1".into()),
             source: "test".into(),
             body,

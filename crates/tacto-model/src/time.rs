@@ -32,8 +32,11 @@ impl Timestamp {
     }
 
     /// This instant moved by a signed duration, saturating at the representable range.
-    pub fn add(self, d: chrono::TimeDelta) -> Self {
-        Self(self.0.saturating_add(d.num_microseconds().unwrap_or(i64::MAX)))
+    pub fn plus(self, d: chrono::TimeDelta) -> Self {
+        Self(
+            self.0
+                .saturating_add(d.num_microseconds().unwrap_or(i64::MAX)),
+        )
     }
 
     /// `self - other` as a duration.
@@ -55,7 +58,11 @@ impl From<DateTime<Utc>> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        f.write_str(
+            &self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        )
     }
 }
 
@@ -79,9 +86,8 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
             let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            Timestamp::parse(&s).map_err(|e| {
-                D::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}"))
-            })
+            Timestamp::parse(&s)
+                .map_err(|e| D::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
         } else {
             i64::deserialize(d).map(Timestamp)
         }
@@ -183,8 +189,14 @@ mod tests {
 
     #[test]
     fn date_epoch_days_match_avro() {
-        assert_eq!(Date::from_ymd(1970, 1, 1).map(Date::days_since_epoch), Some(0));
-        assert_eq!(Date::from_ymd(2026, 11, 23).map(Date::days_since_epoch), Some(20_780));
+        assert_eq!(
+            Date::from_ymd(1970, 1, 1).map(Date::days_since_epoch),
+            Some(0)
+        );
+        assert_eq!(
+            Date::from_ymd(2026, 11, 23).map(Date::days_since_epoch),
+            Some(20_780)
+        );
         let d = Date::from_days_since_epoch(20_780).expect("in range");
         assert_eq!(d.to_string(), "2026-11-23");
     }

@@ -478,8 +478,12 @@ impl Account {
         };
         self.profile = Some(Box::new(profile));
         // Payments newer than the snapshot are not in it yet: apply them again.
-        let later: Vec<PaymentMemo> =
-            self.payments.iter().copied().filter(|p| p.at > now).collect();
+        let later: Vec<PaymentMemo> = self
+            .payments
+            .iter()
+            .copied()
+            .filter(|p| p.at > now)
+            .collect();
         for p in later {
             self.allocate(p.amount_minor, p.debt);
         }

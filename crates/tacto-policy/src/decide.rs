@@ -367,8 +367,10 @@ fn segment<'p>(ctx: &Ctx<'p>, today: NaiveDate) -> Option<&'p crate::policy::Seg
             && w.max_dpd.is_none_or(|m| dpd <= m)
             && w.min_balance_minor.is_none_or(|m| bal >= m)
             && w.max_balance_minor.is_none_or(|m| bal <= m)
-            && w.min_risk.is_none_or(|m| p.risk_score.is_some_and(|r| r >= m))
-            && w.max_risk.is_none_or(|m| p.risk_score.is_some_and(|r| r <= m))
+            && w.min_risk
+                .is_none_or(|m| p.risk_score.is_some_and(|r| r >= m))
+            && w.max_risk
+                .is_none_or(|m| p.risk_score.is_some_and(|r| r <= m))
             && w.min_customer_value
                 .is_none_or(|m| p.customer_value.is_some_and(|v| v >= m))
             && (w.products.is_empty() || w.products.iter().any(|x| **x == *p.product))
@@ -550,7 +552,12 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
                 reason(
                     ReasonCode::StepDue,
                     &r,
-                    format!("segment {}, step {}, attempt {}", seg.name, placed.name, attempt + 1),
+                    format!(
+                        "segment {}, step {}, attempt {}",
+                        seg.name,
+                        placed.name,
+                        attempt + 1
+                    ),
                 ),
             );
             let job = ContactJob {
@@ -619,18 +626,18 @@ fn jittered(job: &JobId, at: i64, end: i64, jitter_minutes: u32) -> i64 {
     at + offset * MICROS_PER_MINUTE
 }
 
-fn usable_point<'p>(
-    ctx: &Ctx<'p>,
-    c: Channel,
-    placed: &PlacedStep,
-) -> Result<&'p Point, Reason> {
+fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'p Point, Reason> {
     let a = ctx.account;
     if a.opted_out.contains(c) {
         let r = core_rule(
             "core.opt_out.channel",
             "12 CFR 1006.14(h); 47 CFR 64.1200(a)(10): a request not to use a medium is honoured",
         );
-        return Err(reason(ReasonCode::OptedOut, &r, format!("opted out of {c}")));
+        return Err(reason(
+            ReasonCode::OptedOut,
+            &r,
+            format!("opted out of {c}"),
+        ));
     }
     let min = ctx
         .policy
@@ -656,9 +663,17 @@ fn usable_point<'p>(
                 .require_consent_everywhere
                 .then(|| ctx.policy_rule("require_consent_everywhere"))
         });
-    let mut points = ctx.profile.points.iter().filter(|p| p.channel == c).peekable();
+    let mut points = ctx
+        .profile
+        .points
+        .iter()
+        .filter(|p| p.channel == c)
+        .peekable();
     if points.peek().is_none() {
-        let r = core_rule("core.contact_point", "Tacto core: a channel needs an address");
+        let r = core_rule(
+            "core.contact_point",
+            "Tacto core: a channel needs an address",
+        );
         return Err(reason(
             ReasonCode::NoContactPoint,
             &r,
@@ -674,8 +689,15 @@ fn usable_point<'p>(
 }
 
 fn unreachable_reason(c: Channel) -> Reason {
-    let r = core_rule("core.contact_point", "Tacto core: a channel needs an address");
-    reason(ReasonCode::NoContactPoint, &r, format!("no {c} contact point"))
+    let r = core_rule(
+        "core.contact_point",
+        "Tacto core: a channel needs an address",
+    );
+    reason(
+        ReasonCode::NoContactPoint,
+        &r,
+        format!("no {c} contact point"),
+    )
 }
 
 /// When the next contact on a channel may happen.
@@ -846,7 +868,11 @@ pub fn last_look(
 ) -> Result<(), Vec<Reason>> {
     let Some(profile) = account.profile.as_deref() else {
         let r = core_rule("core.unknown_account", "Tacto core: unknown account");
-        return Err(vec![reason(ReasonCode::NoContactPoint, &r, "account unknown")]);
+        return Err(vec![reason(
+            ReasonCode::NoContactPoint,
+            &r,
+            "account unknown",
+        )]);
     };
     let ctx = Ctx {
         account,
@@ -860,21 +886,42 @@ pub fn last_look(
         return Err(vec![why]);
     }
     let Some(key) = JobKey::parse(job.job_id.as_str(), account.id.as_str()) else {
-        let r = core_rule("core.job_id", "Tacto core: job ids are derived from the account");
-        return Err(vec![reason(ReasonCode::NoContactPoint, &r, "job id not of this account")]);
+        let r = core_rule(
+            "core.job_id",
+            "Tacto core: job ids are derived from the account",
+        );
+        return Err(vec![reason(
+            ReasonCode::NoContactPoint,
+            &r,
+            "job id not of this account",
+        )]);
     };
     let attempt = account.attempts.iter().find(|x| x.key == key);
     if attempt.is_none_or(|x| !x.in_queue() || x.has(af::STALE)) {
-        let r = core_rule("core.job_recalled", "Tacto core: recalled or finished jobs are not sent");
-        return Err(vec![reason(ReasonCode::PartialPayment, &r, "job no longer queued")]);
+        let r = core_rule(
+            "core.job_recalled",
+            "Tacto core: recalled or finished jobs are not sent",
+        );
+        return Err(vec![reason(
+            ReasonCode::PartialPayment,
+            &r,
+            "job no longer queued",
+        )]);
     }
     if ctx.packs.is_empty() {
         let r = core_rule("core.unknown_jurisdiction", "Tacto core: no pack");
         return Err(vec![reason(ReasonCode::UnknownJurisdiction, &r, "no pack")]);
     }
     if now > job.not_after || now < job.not_before {
-        let r = core_rule("core.job_window", "Tacto core: a job is sent only inside its window");
-        return Err(vec![reason(ReasonCode::QuietHours, &r, "outside the job's window")]);
+        let r = core_rule(
+            "core.job_window",
+            "Tacto core: a job is sent only inside its window",
+        );
+        return Err(vec![reason(
+            ReasonCode::QuietHours,
+            &r,
+            "outside the job's window",
+        )]);
     }
     let point = profile
         .points
@@ -918,7 +965,7 @@ pub fn settle(account: &mut Account, now: Timestamp, policy: &Policy) -> Decisio
         all.extend(d.events);
     }
     // A quiet account never asks to be woken in the past: that would spin a timer loop.
-    let floor = now.add(chrono::TimeDelta::minutes(1));
+    let floor = now.plus(chrono::TimeDelta::minutes(1));
     Decision {
         events: all,
         next_wake: wake.map(|w| if w <= now { floor } else { w }),

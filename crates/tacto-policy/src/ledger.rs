@@ -191,10 +191,16 @@ mod tests {
         let calls: Vec<_> = (0..7).map(|h| call(h * 10, 0)).collect();
         let c = cap(7, 168);
         // 7 calls at hours 0..60: the 8th waits until the first leaves (hour 168).
-        assert_eq!(cap_free_at(&calls, &c, 61 * MICROS_PER_HOUR), 168 * MICROS_PER_HOUR);
+        assert_eq!(
+            cap_free_at(&calls, &c, 61 * MICROS_PER_HOUR),
+            168 * MICROS_PER_HOUR
+        );
         // A busy signal does not count.
         let mut with_busy = calls.clone();
         with_busy[0].flags = flags::NEVER_CONNECTED;
-        assert_eq!(cap_free_at(&with_busy, &c, 61 * MICROS_PER_HOUR), 61 * MICROS_PER_HOUR);
+        assert_eq!(
+            cap_free_at(&with_busy, &c, 61 * MICROS_PER_HOUR),
+            61 * MICROS_PER_HOUR
+        );
     }
 }

@@ -262,7 +262,9 @@ impl Policy {
             }
         }
         if file.job_validity_hours == 0 {
-            return Err(PolicyError::Invalid("job_validity_hours must be > 0".into()));
+            return Err(PolicyError::Invalid(
+                "job_validity_hours must be > 0".into(),
+            ));
         }
         Ok(Self {
             file,

@@ -93,7 +93,10 @@ fn pack_zone_intervals(
                         out.push((local_to_utc(tz, d, s, true), local_to_utc(tz, d, e, false)));
                     }
                 }
-                None => out.push((local_to_utc(tz, d, 0, true), local_to_utc(tz, d, 1440, false))),
+                None => out.push((
+                    local_to_utc(tz, d, 0, true),
+                    local_to_utc(tz, d, 1440, false),
+                )),
             }
         }
         d = d.succ_opt().unwrap_or(NaiveDate::MAX);
@@ -249,9 +252,13 @@ impl WindowSpec<'_> {
         for &tz in self.zones {
             let local = utc.with_timezone(&tz).naive_local();
             let date = local.date();
-            let minute =
-                u16::try_from(local.time().signed_duration_since(chrono::NaiveTime::MIN).num_minutes())
-                    .unwrap_or(0);
+            let minute = u16::try_from(
+                local
+                    .time()
+                    .signed_duration_since(chrono::NaiveTime::MIN)
+                    .num_minutes(),
+            )
+            .unwrap_or(0);
             for pack in self.packs {
                 if pack.is_holiday(self.channel, date) {
                     return Some(Closure {
@@ -325,7 +332,10 @@ mod tests {
         // 2026-03-08 02:30 does not exist in New York; the clock jumps 02:00 EST -> 03:00 EDT
         // at 07:00 UTC.
         let t = local_to_utc(chrono_tz::America::New_York, ymd(2026, 3, 8), 150, true);
-        assert_eq!(Timestamp::from_micros(t).to_string(), "2026-03-08T07:00:00Z");
+        assert_eq!(
+            Timestamp::from_micros(t).to_string(),
+            "2026-03-08T07:00:00Z"
+        );
     }
 
     #[test]
@@ -334,14 +344,29 @@ mod tests {
         let tz = chrono_tz::America::New_York;
         let open = local_to_utc(tz, ymd(2026, 11, 1), 90, true);
         let close = local_to_utc(tz, ymd(2026, 11, 1), 90, false);
-        assert_eq!(Timestamp::from_micros(open).to_string(), "2026-11-01T06:30:00Z");
-        assert_eq!(Timestamp::from_micros(close).to_string(), "2026-11-01T05:30:00Z");
+        assert_eq!(
+            Timestamp::from_micros(open).to_string(),
+            "2026-11-01T06:30:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_micros(close).to_string(),
+            "2026-11-01T05:30:00Z"
+        );
     }
 
     #[test]
     fn interval_algebra() {
-        assert_eq!(normalise(vec![(5, 7), (1, 3), (3, 4), (6, 9)]), vec![(1, 4), (5, 9)]);
-        assert_eq!(intersect(&[(0, 10), (20, 30)], &[(5, 25)]), vec![(5, 10), (20, 25)]);
-        assert_eq!(complement(&[(2, 3), (5, 6)], 0, 8), vec![(0, 2), (3, 5), (6, 8)]);
+        assert_eq!(
+            normalise(vec![(5, 7), (1, 3), (3, 4), (6, 9)]),
+            vec![(1, 4), (5, 9)]
+        );
+        assert_eq!(
+            intersect(&[(0, 10), (20, 30)], &[(5, 25)]),
+            vec![(5, 10), (20, 25)]
+        );
+        assert_eq!(
+            complement(&[(2, 3), (5, 6)], 0, 8),
+            vec![(0, 2), (3, 5), (6, 8)]
+        );
     }
 }

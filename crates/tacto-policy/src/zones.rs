@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn area_code_table_loads_and_splits_the_panhandle() {
-        assert_eq!(zones_for_phone("+16175550100"), Some(&[America::New_York][..]));
+        assert_eq!(
+            zones_for_phone("+16175550100"),
+            Some(&[America::New_York][..])
+        );
         assert_eq!(
             zones_for_phone("+18505550100"),
             Some(&[America::New_York, America::Chicago][..])
