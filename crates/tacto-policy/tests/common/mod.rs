@@ -53,7 +53,7 @@ pub fn ts(s: &str) -> Timestamp {
 }
 
 /// Account data builder.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AccountSpec {
     pub country: &'static str,
     pub subdivision: Option<&'static str>,
