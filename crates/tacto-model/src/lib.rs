@@ -9,6 +9,7 @@ pub mod avro;
 pub mod event;
 pub mod ids;
 pub mod samples;
+pub mod synthetic;
 pub mod time;
 
 pub use event::*;

@@ -1,1 +1,83 @@
-fn main() {}
+//! Core throughput: fold + decide per event on one core, against Avro-decoding the same events.
+//!
+//! Run with `cargo bench -p tacto-policy --bench core`. The workload is a simulated month of
+//! 2,000 synthetic accounts across every jurisdiction pack (see `workload.rs`).
+#![allow(missing_docs)]
+
+use compact_str::CompactString;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::collections::HashMap;
+use std::hint::black_box;
+use tacto_model::avro;
+use tacto_policy::{Account, Policy, decide};
+
+#[path = "workload.rs"]
+mod workload;
+
+fn account<'m>(
+    map: &'m mut HashMap<CompactString, Account>,
+    e: &tacto_model::Event,
+) -> &'m mut Account {
+    let id = e.account_id.as_str();
+    if !map.contains_key(id) {
+        map.insert(id.into(), Account::new(e.account_id.clone()));
+    }
+    map.get_mut(id)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = Policy::example();
+    let (log, _) = workload::month(&policy, 2_000, true);
+    let encoded: Vec<Vec<u8>> = log
+        .iter()
+        .map(|e| avro::encode(e).unwrap_or_default())
+        .collect();
+    eprintln!(
+        "workload: {} events, {} bytes of Avro",
+        log.len(),
+        encoded.iter().map(Vec::len).sum::<usize>()
+    );
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(log.len() as u64));
+    g.sample_size(20);
+    // The map a decide instance keeps: one entry per account, sized for the portfolio.
+    let fresh = || HashMap::<CompactString, Account>::with_capacity(4_096);
+    g.bench_function("fold_and_decide", |b| {
+        b.iter_batched(
+            fresh,
+            |mut accounts| {
+                for e in &log {
+                    let a = account(&mut accounts, e);
+                    a.apply(e);
+                    black_box(decide(a, e.occurred_at, &policy));
+                }
+                accounts
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("fold_only", |b| {
+        b.iter_batched(
+            fresh,
+            |mut accounts| {
+                for e in &log {
+                    account(&mut accounts, e).apply(e);
+                }
+                accounts
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("avro_decode", |b| {
+        b.iter(|| {
+            for bytes in &encoded {
+                let _ = black_box(avro::decode(bytes));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

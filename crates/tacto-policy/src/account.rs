@@ -1,8 +1,11 @@
 //! An account's state: `fold(events)`. Applying the same event twice changes nothing.
 //!
-//! The state is kept small (it is held in memory for every account): identifiers and addresses
-//! as boxed strings, zones as `chrono_tz::Tz`, flags as bits, the ledger pruned to the longest
-//! rule window, and the ids of the last [`RECENT_IDS`] applied events as 64-bit fingerprints.
+//! The state is kept small (it is held in memory for every account): short strings inline
+//! (`CompactString`), zones as `chrono_tz::Tz`, flags as bits, rare parts (promise, disputes,
+//! declared times, payments) behind one optional box, the ledger pruned to the longest rule
+//! window, and the ids of the last [`RECENT_IDS`] applied events as 64-bit fingerprints.
+//! No personal data is kept: contact addresses stay in the event log (dispatch reads them from
+//! there); the state keeps only each contact point's id, consent and zones.
 
 use crate::channels::ChannelSet;
 use crate::ledger::{Attempt, JobKey, MAX_WINDOW_HOURS, flags as af, hours};
@@ -11,15 +14,17 @@ use crate::window::InconvenientRange;
 use crate::zones::parse_zone;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use compact_str::CompactString;
 use std::collections::BTreeMap;
 use tacto_model::{
     AccountData, AccountId, Channel, DisputeReason, Event, EventBody, Jurisdiction, OutcomeStatus,
     Timestamp,
 };
+use thin_vec::ThinVec;
 
 /// How many recent event ids an account remembers for de-duplication. Older duplicates are
 /// caught by the log layer (offsets) and by each event's own idempotence (payments by id).
-pub const RECENT_IDS: usize = 16;
+pub const RECENT_IDS: usize = 8;
 
 /// How long payments are remembered, so that a stale system-of-record snapshot cannot undo a
 /// real-time payment (days).
@@ -45,24 +50,22 @@ pub mod flag {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Point {
     /// Id within the account.
-    pub id: Box<str>,
+    pub id: CompactString,
     /// Channel.
     pub channel: Channel,
-    /// Address (personal data).
-    pub address: Box<str>,
-    /// Own zone, if known.
-    pub zone: Option<Tz>,
     /// Consent.
     pub consent: bool,
     /// Preference, lower first.
-    pub preference: i32,
+    pub preference: i16,
+    /// Zones of this point: its own, or its phone area code's (up to two); none if unknown.
+    pub zones: [Option<Tz>; 2],
 }
 
 /// One debt's balance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DebtState {
     /// Debt id.
-    pub id: Box<str>,
+    pub id: CompactString,
     /// Outstanding balance, minor units.
     pub balance_minor: i64,
     /// Missed due date.
@@ -72,39 +75,49 @@ pub struct DebtState {
 /// What the system of record says about the customer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// Person id.
-    pub person_id: Box<str>,
     /// Currency code.
-    pub currency: Box<str>,
+    pub currency: CompactString,
     /// Debts, with payments since the snapshot applied.
-    pub debts: Vec<DebtState>,
+    pub debts: ThinVec<DebtState>,
     /// Product line.
-    pub product: Box<str>,
+    pub product: CompactString,
     /// Risk score.
     pub risk_score: Option<i32>,
     /// Customer value.
     pub customer_value: Option<i32>,
     /// Free attributes.
-    pub attributes: BTreeMap<Box<str>, Box<str>>,
-    /// Jurisdiction.
-    pub jurisdiction: Jurisdiction,
+    pub attributes: BTreeMap<CompactString, CompactString>,
+    /// Country code.
+    pub country: CompactString,
+    /// Subdivision code, if any.
+    pub subdivision: Option<CompactString>,
     /// Address zone.
     pub address_zone: Option<Tz>,
     /// Declared zone.
     pub declared_zone: Option<Tz>,
     /// Contact points, by preference.
-    pub points: Vec<Point>,
+    pub points: ThinVec<Point>,
     /// Template language.
-    pub language: Box<str>,
+    pub language: CompactString,
     /// When the snapshot was taken (its event's `occurred_at`).
     pub as_of: i64,
+}
+
+impl Profile {
+    /// The jurisdiction, as the model spells it.
+    pub fn jurisdiction(&self) -> Jurisdiction {
+        Jurisdiction {
+            country: self.country.to_string(),
+            subdivision: self.subdivision.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 /// A pending promise to pay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promise {
     /// Promise id.
-    pub id: Box<str>,
+    pub id: CompactString,
     /// Promised amount.
     pub amount_minor: i64,
     /// Due date (customer's local date).
@@ -117,7 +130,7 @@ pub struct Promise {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dispute {
     /// Dispute id.
-    pub id: Box<str>,
+    pub id: CompactString,
     /// Reason.
     pub reason: DisputeReason,
     /// Whether its customer-service task was emitted.
@@ -146,48 +159,77 @@ pub struct Deferral {
     pub until: i64,
 }
 
+/// The rarer parts of an account's state, allocated only when one is present.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Pending promise.
+    pub promise: Option<Promise>,
+    /// Open disputes.
+    pub disputes: ThinVec<Dispute>,
+    /// Times the customer declared inconvenient.
+    pub inconvenient: ThinVec<InconvenientRange>,
+    /// Payments remembered for [`PAYMENT_MEMORY_DAYS`].
+    pub payments: ThinVec<PaymentMemo>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.promise.is_none()
+            && self.disputes.is_empty()
+            && self.inconvenient.is_empty()
+            && self.payments.is_empty()
+    }
+}
+
 /// The state of one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     /// Account id.
-    pub id: AccountId,
+    pub id: CompactString,
     /// System-of-record data; `None` until the account is upserted.
     pub profile: Option<Box<Profile>>,
+    /// Promise, disputes, declared times and payments, when any.
+    pub extras: Option<Box<Extras>>,
     /// Total outstanding balance.
     pub balance_minor: i64,
+    /// Direct prior consent to be called (micros; 0 = never given).
+    pub consent_at: i64,
+    /// Last conversation per channel (index: sms, email, voice; micros; 0 = none).
+    pub conversations: [i64; 3],
+    /// When the last step was executed (micros).
+    pub last_step_at: i64,
+    /// Until when the deferred job waits (micros; 0 = no deferral).
+    pub deferred_until: i64,
+    /// The contact-pressure ledger.
+    pub attempts: ThinVec<Attempt>,
+    /// Fingerprints of the last applied event ids.
+    pub recent: [u64; RECENT_IDS],
+    /// Last step executed (scheduled or suppressed), valid when `has_last_step`.
+    pub last_step_key: JobKey,
+    /// The deferred job, valid when `deferred_until != 0`.
+    pub deferred_key: JobKey,
+    /// Day 0 of the current cycle.
+    pub cycle_start: NaiveDate,
+    /// Number of output events applied (the next output's sequence number).
+    pub outputs: u32,
+    /// Current cadence cycle.
+    pub cycle: u16,
     /// See [`flag`].
     pub flags: u16,
     /// Channels opted out of.
     pub opted_out: ChannelSet,
-    /// Pending promise.
-    pub promise: Option<Box<Promise>>,
-    /// Open disputes.
-    pub disputes: Vec<Dispute>,
-    /// Times the customer declared inconvenient.
-    pub inconvenient: Vec<InconvenientRange>,
-    /// Direct prior consent to be called, if given (micros).
-    pub call_consent_at: Option<i64>,
-    /// Last conversation per channel (index: sms, email, voice).
-    pub last_conversation: [Option<i64>; 3],
-    /// Current cadence cycle.
-    pub cycle: u16,
-    /// Day 0 of the current cycle.
-    pub cycle_start: NaiveDate,
-    /// Last step executed (scheduled or suppressed) and when.
-    pub last_step: Option<(JobKey, i64)>,
-    /// The job waiting for its window, if any.
-    pub deferral: Option<Deferral>,
-    /// The contact-pressure ledger.
-    pub attempts: Vec<Attempt>,
-    /// Payments remembered for [`PAYMENT_MEMORY_DAYS`].
-    pub payments: Vec<PaymentMemo>,
-    /// Fingerprints of the last applied event ids.
-    pub recent: [u64; RECENT_IDS],
-    /// Number of output events applied (the next output's sequence number).
-    pub outputs: u32,
-    /// Number of events applied.
-    pub applied: u32,
+    /// Next slot of `recent` to overwrite.
+    pub recent_next: u8,
+    /// Whether `last_step_key` is set.
+    pub has_last_step: bool,
 }
+
+const NO_KEY: JobKey = JobKey {
+    cycle: 0,
+    day: 0,
+    slot: 0,
+    attempt: 0,
+};
 
 fn fingerprint(id: &str) -> u64 {
     // 0 marks an empty slot; map a zero hash elsewhere.
@@ -202,26 +244,86 @@ impl Account {
     /// An account with no history.
     pub fn new(id: AccountId) -> Self {
         Self {
-            id,
+            id: CompactString::from(id.as_str()),
             profile: None,
+            extras: None,
             balance_minor: 0,
+            consent_at: 0,
+            conversations: [0; 3],
+            last_step_at: 0,
+            deferred_until: 0,
+            attempts: ThinVec::new(),
+            recent: [0; RECENT_IDS],
+            last_step_key: NO_KEY,
+            deferred_key: NO_KEY,
+            cycle_start: NaiveDate::MIN,
+            outputs: 0,
+            cycle: 0,
             flags: 0,
             opted_out: ChannelSet::EMPTY,
-            promise: None,
-            disputes: Vec::new(),
-            inconvenient: Vec::new(),
-            call_consent_at: None,
-            last_conversation: [None; 3],
-            cycle: 0,
-            cycle_start: NaiveDate::MIN,
-            last_step: None,
-            deferral: None,
-            attempts: Vec::new(),
-            payments: Vec::new(),
-            recent: [0; RECENT_IDS],
-            outputs: 0,
-            applied: 0,
+            recent_next: 0,
+            has_last_step: false,
         }
+    }
+
+    /// The account id as the model's type.
+    pub fn account_id(&self) -> AccountId {
+        AccountId(self.id.to_string())
+    }
+
+    /// The pending promise.
+    pub fn promise(&self) -> Option<&Promise> {
+        self.extras.as_ref().and_then(|x| x.promise.as_ref())
+    }
+
+    /// Open disputes.
+    pub fn disputes(&self) -> &[Dispute] {
+        self.extras.as_ref().map_or(&[], |x| &x.disputes)
+    }
+
+    /// Times the customer declared inconvenient.
+    pub fn inconvenient(&self) -> &[InconvenientRange] {
+        self.extras.as_ref().map_or(&[], |x| &x.inconvenient)
+    }
+
+    /// Payments remembered.
+    pub fn payments(&self) -> &[PaymentMemo] {
+        self.extras.as_ref().map_or(&[], |x| &x.payments)
+    }
+
+    /// When direct prior consent to be called was given.
+    pub fn call_consent_at(&self) -> Option<i64> {
+        (self.consent_at != 0).then_some(self.consent_at)
+    }
+
+    /// The last step executed in any cycle, and when.
+    pub fn last_step(&self) -> Option<(JobKey, i64)> {
+        self.has_last_step
+            .then_some((self.last_step_key, self.last_step_at))
+    }
+
+    /// The job waiting for its window, if any.
+    pub fn deferral(&self) -> Option<Deferral> {
+        (self.deferred_until != 0).then_some(Deferral {
+            key: self.deferred_key,
+            until: self.deferred_until,
+        })
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    fn set_last_step(&mut self, key: JobKey, at: i64) {
+        self.last_step_key = key;
+        self.last_step_at = at;
+        self.has_last_step = true;
+        self.deferred_until = 0;
+    }
+
+    fn clear_steps(&mut self) {
+        self.has_last_step = false;
+        self.deferred_until = 0;
     }
 
     /// `fold(events)`.
@@ -252,15 +354,15 @@ impl Account {
     /// Applies one event. Returns `false` (and changes nothing) for a duplicate or an event
     /// about another account.
     pub fn apply(&mut self, e: &Event) -> bool {
-        if e.account_id != self.id {
+        if e.account_id.as_str() != self.id.as_str() {
             return false;
         }
         let fp = fingerprint(e.id.as_str());
         if self.recent.contains(&fp) {
             return false;
         }
-        self.recent[self.applied as usize % RECENT_IDS] = fp;
-        self.applied = self.applied.wrapping_add(1);
+        self.recent[usize::from(self.recent_next) % RECENT_IDS] = fp;
+        self.recent_next = ((usize::from(self.recent_next) + 1) % RECENT_IDS) as u8;
         let now = e.occurred_at.as_micros();
         if e.body.is_decision() {
             self.outputs = self.outputs.wrapping_add(1);
@@ -286,23 +388,22 @@ impl Account {
                 due_date,
                 promise_source: _,
             } => {
-                self.promise = Some(Box::new(Promise {
+                self.extras_mut().promise = Some(Promise {
                     id: promise_id.as_str().into(),
                     amount_minor: *amount_minor,
                     due_date: due_date.naive(),
                     paid_minor: 0,
-                }));
+                });
             }
             EventBody::PromiseCancelled { promise_id } => {
-                if self.promise.as_ref().is_some_and(|p| *p.id == **promise_id) {
-                    self.promise = None;
-                }
+                self.end_promise(promise_id);
             }
             EventBody::DisputeOpened {
                 dispute_id, reason, ..
             } => {
-                if !self.disputes.iter().any(|d| *d.id == **dispute_id) {
-                    self.disputes.push(Dispute {
+                let x = self.extras_mut();
+                if !x.disputes.iter().any(|d| d.id == *dispute_id) {
+                    x.disputes.push(Dispute {
                         id: dispute_id.as_str().into(),
                         reason: *reason,
                         task_created: false,
@@ -313,9 +414,10 @@ impl Account {
                 dispute_id,
                 collection_may_resume,
             } => {
-                let before = self.disputes.len();
-                self.disputes.retain(|d| *d.id != **dispute_id);
-                if before != self.disputes.len() && !collection_may_resume {
+                let x = self.extras_mut();
+                let before = x.disputes.len();
+                x.disputes.retain(|d| d.id != *dispute_id);
+                if before != x.disputes.len() && !collection_may_resume {
                     self.flags |= flag::DISPUTE_UPHELD;
                 }
             }
@@ -330,7 +432,7 @@ impl Account {
             EventBody::DeceasedNotified {} => self.flags |= flag::DECEASED,
             EventBody::AttorneyRepresented { .. } => self.flags |= flag::ATTORNEY,
             EventBody::InconvenientTimesDeclared { ranges } => {
-                self.inconvenient = ranges
+                self.extras_mut().inconvenient = ranges
                     .iter()
                     .map(|r| {
                         let weekdays = if r.weekdays.is_empty() {
@@ -353,7 +455,7 @@ impl Account {
                     })
                     .collect();
             }
-            EventBody::CallConsentGiven {} => self.call_consent_at = Some(now),
+            EventBody::CallConsentGiven {} => self.consent_at = now,
             EventBody::ContactOutcome {
                 job_id,
                 channel,
@@ -371,22 +473,18 @@ impl Account {
                         channel: job.channel,
                         flags: af::QUEUED,
                     });
-                    self.last_step = Some((key, now));
-                    self.deferral = None;
+                    self.set_last_step(key, now);
                 }
             }
             EventBody::ContactDeferred { job_id, until, .. } => {
                 if let Some(key) = JobKey::parse(job_id.as_str(), self.id.as_str()) {
-                    self.deferral = Some(Deferral {
-                        key,
-                        until: until.as_micros(),
-                    });
+                    self.deferred_key = key;
+                    self.deferred_until = until.as_micros().max(1);
                 }
             }
             EventBody::ContactSuppressed { job_id, .. } => {
                 if let Some(key) = JobKey::parse(job_id.as_str(), self.id.as_str()) {
-                    self.last_step = Some((key, now));
-                    self.deferral = None;
+                    self.set_last_step(key, now);
                 }
             }
             EventBody::JobsRecalled { job_ids, .. } => {
@@ -400,19 +498,19 @@ impl Account {
                 }
             }
             EventBody::TaskCreated { dispute_id, .. } => {
-                for d in self.disputes.iter_mut().filter(|d| *d.id == **dispute_id) {
-                    d.task_created = true;
+                if let Some(x) = self.extras.as_mut() {
+                    for d in x.disputes.iter_mut().filter(|d| d.id == *dispute_id) {
+                        d.task_created = true;
+                    }
                 }
             }
             EventBody::PromiseKept { promise_id, .. } => {
-                if self.promise.as_ref().is_some_and(|p| *p.id == **promise_id) {
-                    self.promise = None;
+                if self.end_promise(promise_id) {
                     self.new_cycle(now, false);
                 }
             }
             EventBody::PromiseBroken { promise_id, .. } => {
-                if self.promise.as_ref().is_some_and(|p| *p.id == **promise_id) {
-                    self.promise = None;
+                if self.end_promise(promise_id) {
                     self.new_cycle(now, true);
                 }
             }
@@ -421,11 +519,21 @@ impl Account {
         true
     }
 
+    /// Ends the pending promise if it has this id; returns whether it did.
+    fn end_promise(&mut self, id: &str) -> bool {
+        match self.extras.as_mut() {
+            Some(x) if x.promise.as_ref().is_some_and(|p| p.id == *id) => {
+                x.promise = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn new_cycle(&mut self, now: i64, broken_promise: bool) {
         self.cycle = self.cycle.wrapping_add(1);
         self.cycle_start = Timestamp::from_micros(now).to_datetime().date_naive();
-        self.last_step = None;
-        self.deferral = None;
+        self.clear_steps();
         if broken_promise {
             self.flags |= flag::BROKEN_PROMISE_CYCLE;
         } else {
@@ -436,21 +544,35 @@ impl Account {
     fn upsert(&mut self, data: &AccountData, now: i64) {
         let was_open = self.is_open();
         let had_profile = self.profile.is_some();
-        let mut points: Vec<Point> = data
+        let mut points: ThinVec<Point> = data
             .contact_points
             .iter()
-            .map(|p| Point {
-                id: p.id.as_str().into(),
-                channel: p.channel,
-                address: p.address.as_str().into(),
-                zone: p.zone.as_deref().and_then(parse_zone),
-                consent: p.consent,
-                preference: p.preference,
+            .map(|p| {
+                let mut zones = [None, None];
+                match p.zone.as_deref().and_then(parse_zone) {
+                    Some(z) => zones[0] = Some(z),
+                    None if p.channel != Channel::Email => {
+                        for (slot, z) in zones.iter_mut().zip(
+                            crate::zones::zones_for_phone(&p.address)
+                                .unwrap_or_default()
+                                .iter(),
+                        ) {
+                            *slot = Some(*z);
+                        }
+                    }
+                    None => {}
+                }
+                Point {
+                    id: p.id.as_str().into(),
+                    channel: p.channel,
+                    consent: p.consent,
+                    preference: i16::try_from(p.preference).unwrap_or(i16::MAX),
+                    zones,
+                }
             })
             .collect();
         points.sort_by_key(|p| p.preference);
         let profile = Profile {
-            person_id: data.person_id.as_str().into(),
             currency: data.currency.as_str().into(),
             debts: data
                 .debts
@@ -469,7 +591,8 @@ impl Account {
                 .iter()
                 .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect(),
-            jurisdiction: data.jurisdiction.clone(),
+            country: data.jurisdiction.country.as_str().into(),
+            subdivision: data.jurisdiction.subdivision.as_deref().map(Into::into),
             address_zone: data.address_zone.as_deref().and_then(parse_zone),
             declared_zone: data.declared_zone.as_deref().and_then(parse_zone),
             points,
@@ -479,7 +602,7 @@ impl Account {
         self.profile = Some(Box::new(profile));
         // Payments newer than the snapshot are not in it yet: apply them again.
         let later: Vec<PaymentMemo> = self
-            .payments
+            .payments()
             .iter()
             .copied()
             .filter(|p| p.at > now)
@@ -503,8 +626,7 @@ impl Account {
                         .min()
                 })
                 .unwrap_or(NaiveDate::MIN);
-            self.last_step = None;
-            self.deferral = None;
+            self.clear_steps();
             self.flags &= !flag::BROKEN_PROMISE_CYCLE;
         }
     }
@@ -547,12 +669,12 @@ impl Account {
     }
 
     fn pay(&mut self, now: i64, id: u64, debt_id: Option<&str>, amount: i64, currency: &str) {
-        if self.payments.iter().any(|p| p.id == id) {
+        if self.payments().iter().any(|p| p.id == id) {
             return; // the same payment reported again
         }
         let Some(p) = self.profile.as_ref() else {
             // A payment before the account is known still counts once it is.
-            self.payments.push(PaymentMemo {
+            self.extras_mut().payments.push(PaymentMemo {
                 at: now,
                 amount_minor: amount.max(0),
                 debt: -1,
@@ -562,18 +684,19 @@ impl Account {
         };
         let same_currency = *p.currency == *currency;
         let debt = debt_id
-            .and_then(|id| p.debts.iter().position(|d| *d.id == *id))
+            .and_then(|id| p.debts.iter().position(|d| d.id == *id))
             .and_then(|i| i16::try_from(i).ok())
             .unwrap_or(-1);
         if same_currency && amount > 0 {
             self.allocate(amount, debt);
-            self.payments.push(PaymentMemo {
+            let x = self.extras_mut();
+            x.payments.push(PaymentMemo {
                 at: now,
                 amount_minor: amount,
                 debt,
                 id,
             });
-            if let Some(pr) = self.promise.as_mut() {
+            if let Some(pr) = x.promise.as_mut() {
                 pr.paid_minor += amount;
             }
             self.recompute_balance();
@@ -593,8 +716,8 @@ impl Account {
         conversation: bool,
     ) {
         if conversation {
-            let slot = &mut self.last_conversation[channel_slot(channel)];
-            *slot = Some(slot.map_or(now, |t| t.max(now)));
+            let slot = &mut self.conversations[channel_slot(channel)];
+            *slot = (*slot).max(now);
         }
         let Some(key) = job_id.and_then(|j| JobKey::parse(j.as_str(), self.id.as_str())) else {
             return;
@@ -620,7 +743,12 @@ impl Account {
         let horizon = now - hours(MAX_WINDOW_HOURS);
         self.attempts.retain(|a| a.in_queue() || a.at > horizon);
         let memory = now - PAYMENT_MEMORY_DAYS * 24 * hours(1);
-        self.payments.retain(|p| p.at > memory);
+        if let Some(x) = self.extras.as_mut() {
+            x.payments.retain(|p| p.at > memory);
+            if x.is_empty() {
+                self.extras = None;
+            }
+        }
     }
 
     /// Attempts still held by adapters.
@@ -632,7 +760,8 @@ impl Account {
     pub fn last_conversation_on(&self, channels: &[Channel]) -> Option<i64> {
         channels
             .iter()
-            .filter_map(|&c| self.last_conversation[channel_slot(c)])
+            .map(|&c| self.conversations[channel_slot(c)])
+            .filter(|&t| t != 0)
             .max()
     }
 }

@@ -21,8 +21,8 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use std::sync::Arc;
 use tacto_model::{
-    AccountId, Channel, ContactJob, DecisionRecord, Event, EventBody, EventId, JobId, Reason,
-    ReasonCode, Timestamp,
+    Channel, ContactJob, DecisionRecord, Event, EventBody, EventId, JobId, Reason, ReasonCode,
+    Timestamp,
 };
 
 /// The result of one decision.
@@ -70,7 +70,7 @@ impl Ctx<'_> {
         self.out.push(Event {
             id: EventId(format!("{}:o{seq}", self.account.id)),
             occurred_at: Timestamp::from_micros(self.now),
-            account_id: self.account.id.clone(),
+            account_id: self.account.account_id(),
             source: "decide".into(),
             body,
         });
@@ -100,14 +100,10 @@ impl Ctx<'_> {
     }
 
     fn zones_for(&self, point: Option<&Point>) -> (Vec<Tz>, bool) {
-        let phone = point
-            .filter(|p| p.channel != Channel::Email)
-            .map(|p| &*p.address);
         candidate_zones(
             self.profile.address_zone,
             self.profile.declared_zone,
-            point.and_then(|p| p.zone),
-            phone,
+            point.map_or(&[][..], |p| &p.zones[..]),
             &self.jurisdiction_zones(),
         )
     }
@@ -135,7 +131,9 @@ pub fn decide(account: &Account, now: Timestamp, policy: &Policy) -> Decision {
         account,
         profile,
         policy,
-        packs: policy.packs.for_jurisdiction(&profile.jurisdiction),
+        packs: policy
+            .packs
+            .for_place(&profile.country, profile.subdivision.as_deref()),
         now: now.as_micros(),
         out: Vec::new(),
     };
@@ -151,7 +149,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     let now = ctx.now;
 
     // 1. Promise resolution.
-    if let Some(p) = a.promise.as_deref() {
+    if let Some(p) = a.promise() {
         if p.paid_minor >= p.amount_minor || a.balance_minor <= 0 {
             let r = core_rule("core.promise.kept", "tenant policy: promise kept when paid");
             let rec = ctx.record(vec![reason(
@@ -185,7 +183,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     }
 
     // Disputes always reach customer service, whatever else holds the account.
-    for d in a.disputes.iter().filter(|d| !d.task_created) {
+    for d in a.disputes().iter().filter(|d| !d.task_created) {
         let r = core_rule(
             "core.dispute.task",
             "15 U.S.C. §1692g(b): collection stops until the debt is verified",
@@ -294,7 +292,7 @@ fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
             "a dispute was resolved in the customer's favour",
         );
     }
-    if !a.disputes.is_empty() {
+    if !a.disputes().is_empty() {
         return r(
             ReasonCode::DisputeHold,
             "core.dispute_hold",
@@ -302,7 +300,7 @@ fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
             "dispute open",
         );
     }
-    if let Some(p) = a.promise.as_deref() {
+    if let Some(p) = a.promise() {
         let until = promise_deadline(ctx, p.due_date);
         let rule = core_rule(
             "core.promise_hold",
@@ -389,7 +387,7 @@ enum Next {
 fn next_step(ctx: &Ctx<'_>, steps: &[PlacedStep], today: NaiveDate) -> Next {
     let a = ctx.account;
     let elapsed = (today - a.cycle_start).num_days();
-    let last = a.last_step.filter(|(k, _)| k.cycle == a.cycle);
+    let last = a.last_step().filter(|(k, _)| k.cycle == a.cycle);
     let pos = |s: &PlacedStep| (s.step.day, s.slot);
     let after_last = |s: &&PlacedStep| last.is_none_or(|(k, _)| pos(s) > (k.day, k.slot));
     // Steps due now and not done yet; on a late start only the latest due day runs.
@@ -473,7 +471,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         attempt,
     };
     let job_id = key.job_id(a.id.as_str());
-    if let Some(d) = a.deferral
+    if let Some(d) = a.deferral()
         && d.key == key
         && d.until > now
     {
@@ -489,7 +487,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         let why = reason(
             ReasonCode::UnknownJurisdiction,
             &r,
-            format!("no pack for {}", ctx.profile.jurisdiction.country),
+            format!("no pack for {}", ctx.profile.country),
         );
         let rec = ctx.record(vec![why]);
         ctx.emit(EventBody::ContactSuppressed {
@@ -527,7 +525,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         packs: &ctx.packs,
         zones: &zones,
         channel,
-        inconvenient: &a.inconvenient,
+        inconvenient: a.inconvenient(),
     };
     let horizon_days = u64::from(ctx.policy.file.horizon_days);
     let mut reasons = Vec::new();
@@ -582,7 +580,9 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
             reasons: why,
         } => {
             let until = jittered(&job_id, at, end, ctx.policy.file.jitter_minutes);
-            if a.deferral.is_some_and(|d| d.key == key && d.until == until) {
+            if a.deferral()
+                .is_some_and(|d| d.key == key && d.until == until)
+            {
                 return Some(until);
             }
             reasons.splice(0..0, why);
@@ -598,7 +598,9 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         Earliest::NotWithin(why) => {
             // Nothing allowed within the horizon: defer to its end and look again then.
             let until = now + horizon_days.max(1) as i64 * MICROS_PER_DAY;
-            if a.deferral.is_some_and(|d| d.key == key && d.until == until) {
+            if a.deferral()
+                .is_some_and(|d| d.key == key && d.until == until)
+            {
                 return Some(until);
             }
             reasons.splice(0..0, why);
@@ -728,7 +730,7 @@ fn all_caps<'c>(ctx: &'c Ctx<'_>) -> impl Iterator<Item = (&'c CapRule, String)>
 }
 
 fn consent_lifts(a: &Account, since_channels: &[Channel], hours: Option<u32>, t: i64) -> bool {
-    let (Some(h), Some(c)) = (hours, a.call_consent_at) else {
+    let (Some(h), Some(c)) = (hours, a.call_consent_at()) else {
         return false;
     };
     let conv = a.last_conversation_on(since_channels);
@@ -746,10 +748,12 @@ fn earliest_allowed(
     exclude: Option<JobKey>,
 ) -> Earliest {
     let a = ctx.account;
-    let attempts: Vec<Attempt> = match exclude {
-        Some(k) => a.attempts.iter().copied().filter(|x| x.key != k).collect(),
-        None => a.attempts.clone(),
-    };
+    let attempts: Vec<Attempt> = a
+        .attempts
+        .iter()
+        .copied()
+        .filter(|x| Some(x.key) != exclude)
+        .collect();
     let mut reasons: Vec<Reason> = Vec::new();
     let mut add = |r: Reason| {
         if !reasons.iter().any(|x| x.rule == r.rule) {
@@ -878,7 +882,9 @@ pub fn last_look(
         account,
         profile,
         policy,
-        packs: policy.packs.for_jurisdiction(&profile.jurisdiction),
+        packs: policy
+            .packs
+            .for_place(&profile.country, profile.subdivision.as_deref()),
         now: now.as_micros(),
         out: Vec::new(),
     };
@@ -926,7 +932,7 @@ pub fn last_look(
     let point = profile
         .points
         .iter()
-        .find(|p| p.channel == job.channel && *p.id == *job.contact_point_id);
+        .find(|p| p.channel == job.channel && p.id == job.contact_point_id);
     let Some(point) = point else {
         return Err(vec![unreachable_reason(job.channel)]);
     };
@@ -939,7 +945,7 @@ pub fn last_look(
         packs: &ctx.packs,
         zones: &zones,
         channel: job.channel,
-        inconvenient: &account.inconvenient,
+        inconvenient: account.inconvenient(),
     };
     match earliest_allowed(&ctx, &spec, job.channel, ctx.now, 1, Some(key)) {
         Earliest::Now(_) => Ok(()),
@@ -974,5 +980,5 @@ pub fn settle(account: &mut Account, now: Timestamp, policy: &Policy) -> Decisio
 
 /// An account id's state with nothing applied (convenience for tests and tools).
 pub fn empty(id: &str) -> Account {
-    Account::new(AccountId(id.to_owned()))
+    Account::new(tacto_model::AccountId(id.to_owned()))
 }

@@ -16,6 +16,7 @@ pub mod holidays;
 pub mod ledger;
 pub mod pack;
 pub mod policy;
+pub mod sim;
 pub mod window;
 pub mod zones;
 

@@ -442,11 +442,17 @@ impl Packs {
     /// The packs that govern a jurisdiction: the country's and the subdivision's, if any.
     /// Empty when the country has no pack (then nothing may be sent).
     pub fn for_jurisdiction(&self, j: &Jurisdiction) -> Vec<Arc<Pack>> {
-        let Some(country) = self.by_id.get(&j.country) else {
+        self.for_place(&j.country, j.subdivision.as_deref())
+    }
+
+    /// [`Packs::for_jurisdiction`] from the codes.
+    pub fn for_place(&self, country: &str, subdivision: Option<&str>) -> Vec<Arc<Pack>> {
+        let Some(country) = self.by_id.get(country) else {
             return Vec::new();
         };
-        let mut out = vec![country.clone()];
-        if let Some(sub) = j.subdivision.as_deref().and_then(|s| self.by_id.get(s)) {
+        let mut out = Vec::with_capacity(2);
+        out.push(country.clone());
+        if let Some(sub) = subdivision.and_then(|s| self.by_id.get(s)) {
             out.push(sub.clone());
         }
         out

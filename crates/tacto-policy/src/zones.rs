@@ -47,13 +47,13 @@ pub fn parse_zone(name: &str) -> Option<Tz> {
     name.parse().ok()
 }
 
-/// The zones to honour for one contact point. `uncertain` is set when the jurisdiction's zones
+/// The zones to honour for one contact point (its own zones: explicit or from its area code).
+/// `uncertain` is set when the jurisdiction's zones
 /// had to stand in for a missing signal.
 pub fn candidate_zones(
     address_zone: Option<Tz>,
     declared_zone: Option<Tz>,
-    point_zone: Option<Tz>,
-    phone: Option<&str>,
+    point_zones: &[Option<Tz>],
     jurisdiction_zones: &[Tz],
 ) -> (Vec<Tz>, bool) {
     let mut zones: Vec<Tz> = Vec::with_capacity(3);
@@ -64,14 +64,7 @@ pub fn candidate_zones(
     };
     address_zone.into_iter().for_each(&mut push);
     declared_zone.into_iter().for_each(&mut push);
-    match point_zone {
-        Some(z) => push(z),
-        None => {
-            if let Some(zs) = phone.and_then(zones_for_phone) {
-                zs.iter().copied().for_each(&mut push);
-            }
-        }
-    }
+    point_zones.iter().flatten().copied().for_each(&mut push);
     if zones.is_empty() {
         (jurisdiction_zones.to_vec(), true)
     } else {
@@ -99,17 +92,17 @@ mod tests {
 
     #[test]
     fn every_signal_counts_and_unknown_uses_the_jurisdiction() {
-        let (z, uncertain) = candidate_zones(
-            Some(America::New_York),
-            None,
-            None,
-            Some("+13105550100"),
-            &[],
-        );
+        let phone: Vec<Option<Tz>> = zones_for_phone("+13105550100")
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .map(Some)
+            .collect();
+        let (z, uncertain) = candidate_zones(Some(America::New_York), None, &phone, &[]);
         assert_eq!(z, vec![America::New_York, America::Los_Angeles]);
         assert!(!uncertain);
         let (z, uncertain) =
-            candidate_zones(None, None, None, None, &[America::Bogota, America::Lima]);
+            candidate_zones(None, None, &[None, None], &[America::Bogota, America::Lima]);
         assert_eq!(z, vec![America::Bogota, America::Lima]);
         assert!(uncertain);
     }

@@ -229,7 +229,7 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
         let e = Event {
             id: EventId(format!("in-{}", world.log.len())),
             occurred_at: now,
-            account_id: account.id.clone(),
+            account_id: account.account_id(),
             source: "prop".into(),
             body,
         };
@@ -279,7 +279,7 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
                 ),
                 promise_source: PromiseSource::Agent,
             },
-            Input::CancelPromise => match account.promise.as_ref() {
+            Input::CancelPromise => match account.promise() {
                 Some(p) => EventBody::PromiseCancelled {
                     promise_id: p.id.to_string(),
                 },
@@ -290,7 +290,7 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
                 reason: DisputeReason::Other,
                 note: String::new(),
             },
-            Input::ResolveDispute(resume) => match account.disputes.first() {
+            Input::ResolveDispute(resume) => match account.disputes().first() {
                 Some(d) => EventBody::DisputeResolved {
                     dispute_id: d.id.to_string(),
                     collection_may_resume: *resume,

@@ -158,7 +158,7 @@ impl Sim {
         let e = Event {
             id: EventId(format!("in-{}", self.seq)),
             occurred_at: self.now,
-            account_id: self.account.id.clone(),
+            account_id: self.account.account_id(),
             source: "test".into(),
             body,
         };
@@ -302,7 +302,7 @@ impl Sim {
         let e = Event {
             id: EventId(format!("in-{}", self.seq)),
             occurred_at: ts(occurred_at),
-            account_id: self.account.id.clone(),
+            account_id: self.account.account_id(),
             source: "test".into(),
             body,
         };

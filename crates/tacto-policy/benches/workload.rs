@@ -1,0 +1,33 @@
+//! The benchmark workload: a simulated month of a synthetic portfolio, recorded as the full
+//! event log (inputs, provider outcomes and decisions) that the services would see.
+
+use tacto_model::{Event, EventBody, Timestamp, synthetic};
+use tacto_policy::Policy;
+use tacto_policy::sim::Simulator;
+
+/// Start of the simulated month.
+pub fn start() -> Timestamp {
+    Timestamp::parse("2026-11-02T00:00:00Z").unwrap_or(Timestamp::from_micros(0))
+}
+
+/// Runs `accounts` synthetic accounts through 30 simulated days; returns the log and the
+/// simulator (for its account states).
+pub fn month(policy: &Policy, accounts: u64, record: bool) -> (Vec<Event>, Simulator<'_>) {
+    let start = start();
+    let mut inputs = Vec::new();
+    for i in 0..accounts {
+        let open = synthetic::account(11, i, start);
+        if let EventBody::AccountUpserted(d) = &open.body {
+            let bal = d.debts.iter().map(|x| x.balance_minor).sum();
+            inputs.extend(synthetic::behaviour(11, i, start, 30, bal, &d.currency));
+        }
+        inputs.push(open);
+    }
+    inputs.sort_by_key(|e| e.occurred_at);
+    let mut sim = Simulator::new(policy, true, record);
+    for e in inputs {
+        sim.push(e);
+    }
+    sim.advance_to(start.plus(chrono::TimeDelta::days(30)));
+    (std::mem::take(&mut sim.log), sim)
+}
