@@ -4,27 +4,14 @@
 //! 2,000 synthetic accounts across every jurisdiction pack (see `workload.rs`).
 #![allow(missing_docs)]
 
-use compact_str::CompactString;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use std::collections::HashMap;
 use std::hint::black_box;
 use tacto_model::avro;
-use tacto_policy::{Account, Policy, decide};
+use tacto_policy::store::AccountStore;
+use tacto_policy::{Policy, decide};
 
 #[path = "workload.rs"]
 mod workload;
-
-fn account<'m>(
-    map: &'m mut HashMap<CompactString, Account>,
-    e: &tacto_model::Event,
-) -> &'m mut Account {
-    let id = e.account_id.as_str();
-    if !map.contains_key(id) {
-        map.insert(id.into(), Account::new(e.account_id.clone()));
-    }
-    map.get_mut(id)
-        .unwrap_or_else(|| unreachable!("inserted above"))
-}
 
 fn bench(c: &mut Criterion) {
     let policy = Policy::example();
@@ -42,13 +29,13 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(log.len() as u64));
     g.sample_size(20);
     // The map a decide instance keeps: one entry per account, sized for the portfolio.
-    let fresh = || HashMap::<CompactString, Account>::with_capacity(4_096);
+    let fresh = || AccountStore::with_capacity(4_096);
     g.bench_function("fold_and_decide", |b| {
         b.iter_batched(
             fresh,
             |mut accounts| {
                 for e in &log {
-                    let a = account(&mut accounts, e);
+                    let a = accounts.get_or_create(e.account_id.as_str());
                     a.apply(e);
                     black_box(decide(a, e.occurred_at, &policy));
                 }
@@ -62,7 +49,7 @@ fn bench(c: &mut Criterion) {
             fresh,
             |mut accounts| {
                 for e in &log {
-                    account(&mut accounts, e).apply(e);
+                    accounts.get_or_create(e.account_id.as_str()).apply(e);
                 }
                 accounts
             },

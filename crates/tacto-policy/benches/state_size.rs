@@ -1,15 +1,15 @@
 //! Bytes of account state per account at 100,000 and 1,000,000 accounts.
 //!
 //! States come from a simulated month of 10,000 synthetic accounts (see `workload.rs`), each
-//! cloned under new ids up to the target count, held in the `HashMap` a decide instance uses.
+//! cloned under new ids up to the target count, held in the `AccountStore` a decide instance uses.
 //! Bytes are counted by an instrumented global allocator (heap) plus the map's inline slots.
 //! Run with `cargo bench -p tacto-policy --bench state_size`.
 #![allow(missing_docs)]
 
-use compact_str::CompactString;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
-use std::collections::HashMap;
+use tacto_model::AccountId;
+use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
 
 #[path = "workload.rs"]
@@ -29,12 +29,11 @@ fn main() {
     );
     for n in [100_000usize, 1_000_000] {
         let region = Region::new(GLOBAL);
-        let mut map: HashMap<CompactString, Account> = HashMap::with_capacity(n);
+        let mut map = AccountStore::with_capacity(n);
         for i in 0..n {
             let mut a = templates[i % templates.len()].clone();
-            let id = CompactString::from(format!("acct-{i:07}"));
-            a.id = id.clone();
-            map.insert(id, a);
+            a.id = AccountId(format!("acct-{i:07}")).as_str().into();
+            map.insert(a);
         }
         let s = region.change();
         let live =
@@ -46,4 +45,19 @@ fn main() {
         );
         drop(map);
     }
+}
+
+#[allow(dead_code)]
+fn sizes() {
+    use tacto_policy::account::*;
+    use tacto_policy::ledger::Attempt;
+    println!(
+        "sizes: Profile {} Point {} DebtState {} Extras {} Attempt {} Promise {}",
+        std::mem::size_of::<Profile>(),
+        std::mem::size_of::<Point>(),
+        std::mem::size_of::<DebtState>(),
+        std::mem::size_of::<Extras>(),
+        std::mem::size_of::<Attempt>(),
+        std::mem::size_of::<Promise>()
+    );
 }

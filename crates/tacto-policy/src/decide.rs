@@ -59,7 +59,7 @@ struct Ctx<'a> {
     account: &'a Account,
     profile: &'a Profile,
     policy: &'a Policy,
-    packs: Vec<Arc<Pack>>,
+    packs: std::cell::OnceCell<Vec<Arc<Pack>>>,
     now: i64,
     out: Vec<Event>,
 }
@@ -91,9 +91,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// The packs of the account's jurisdiction, looked up on first use (most decisions stop
+    /// before they need them).
+    fn packs(&self) -> &[Arc<Pack>] {
+        self.packs.get_or_init(|| {
+            self.policy
+                .packs
+                .for_place(&self.profile.country, self.profile.subdivision.as_deref())
+        })
+    }
+
     fn jurisdiction_zones(&self) -> Vec<Tz> {
         // The most specific pack (subdivision) knows the territory best.
-        self.packs
+        self.packs()
             .last()
             .map(|p| p.zones.clone())
             .unwrap_or_else(|| vec![Tz::UTC])
@@ -131,9 +141,7 @@ pub fn decide(account: &Account, now: Timestamp, policy: &Policy) -> Decision {
         account,
         profile,
         policy,
-        packs: policy
-            .packs
-            .for_place(&profile.country, profile.subdivision.as_deref()),
+        packs: std::cell::OnceCell::new(),
         now: now.as_micros(),
         out: Vec::new(),
     };
@@ -479,7 +487,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
     }
     let step_name = format!("{}/{}", cadence_name, placed.name);
 
-    if ctx.packs.is_empty() {
+    if ctx.packs().is_empty() {
         let r = core_rule(
             "core.unknown_jurisdiction",
             "Tacto core: no pack covers the account's country, so no contact is allowed",
@@ -522,7 +530,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
 
     let (zones, uncertain) = ctx.zones_for(Some(point));
     let spec = WindowSpec {
-        packs: &ctx.packs,
+        packs: ctx.packs(),
         zones: &zones,
         channel,
         inconvenient: a.inconvenient(),
@@ -654,7 +662,7 @@ fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'
         ));
     }
     let consent_rule = ctx
-        .packs
+        .packs()
         .iter()
         .flat_map(|p| p.consent.iter())
         .find(|(set, _)| set.contains(c))
@@ -717,7 +725,7 @@ pub(crate) enum Earliest {
 }
 
 fn all_caps<'c>(ctx: &'c Ctx<'_>) -> impl Iterator<Item = (&'c CapRule, String)> {
-    ctx.packs
+    ctx.packs()
         .iter()
         .flat_map(|p| p.file.caps.iter().map(move |c| (c, p.id().to_owned())))
         .chain(
@@ -802,7 +810,7 @@ fn earliest_allowed(
                 moved = true;
             }
         }
-        for p in ctx.packs.iter() {
+        for p in ctx.packs().iter() {
             for w in p.file.conversation_waits.iter() {
                 if !w.channels.contains(&channel)
                     || consent_lifts(a, &w.triggered_by, w.consent_exclusion_hours, cur)
@@ -882,9 +890,7 @@ pub fn last_look(
         account,
         profile,
         policy,
-        packs: policy
-            .packs
-            .for_place(&profile.country, profile.subdivision.as_deref()),
+        packs: std::cell::OnceCell::new(),
         now: now.as_micros(),
         out: Vec::new(),
     };
@@ -914,7 +920,7 @@ pub fn last_look(
             "job no longer queued",
         )]);
     }
-    if ctx.packs.is_empty() {
+    if ctx.packs().is_empty() {
         let r = core_rule("core.unknown_jurisdiction", "Tacto core: no pack");
         return Err(vec![reason(ReasonCode::UnknownJurisdiction, &r, "no pack")]);
     }
@@ -942,7 +948,7 @@ pub fn last_look(
     }
     let (zones, _) = ctx.zones_for(Some(point));
     let spec = WindowSpec {
-        packs: &ctx.packs,
+        packs: ctx.packs(),
         zones: &zones,
         channel: job.channel,
         inconvenient: account.inconvenient(),

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod pack;
 pub mod policy;
 pub mod sim;
+pub mod store;
 pub mod window;
 pub mod zones;
 

@@ -6,6 +6,7 @@
 use crate::account::Account;
 use crate::decide::settle;
 use crate::policy::Policy;
+use crate::store::AccountStore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use tacto_model::{AccountId, Channel, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp};
@@ -80,7 +81,7 @@ fn simulated_outcome(job: &JobId, channel: Channel) -> (OutcomeStatus, bool, i64
 /// Accounts, timers and a simulated provider on a simulated clock.
 pub struct Simulator<'p> {
     policy: &'p Policy,
-    accounts: HashMap<AccountId, Account>,
+    accounts: AccountStore,
     timers: BinaryHeap<Reverse<(Timestamp, AccountId)>>,
     wakes: HashMap<AccountId, Timestamp>,
     outcomes: BinaryHeap<Reverse<(Timestamp, u64)>>,
@@ -102,7 +103,7 @@ impl<'p> Simulator<'p> {
     pub fn new(policy: &'p Policy, provider: bool, record: bool) -> Self {
         Self {
             policy,
-            accounts: HashMap::new(),
+            accounts: AccountStore::new(),
             timers: BinaryHeap::new(),
             wakes: HashMap::new(),
             outcomes: BinaryHeap::new(),
@@ -124,12 +125,12 @@ impl<'p> Simulator<'p> {
 
     /// An account's state.
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
-        self.accounts.get(id)
+        self.accounts.get(id.as_str())
     }
 
     /// Every account.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.values()
+        self.accounts.iter()
     }
 
     /// Feeds an input event: time first moves to its `occurred_at` (firing timers and provider
@@ -143,10 +144,7 @@ impl<'p> Simulator<'p> {
 
     fn input(&mut self, e: Event) -> Vec<Event> {
         let id = e.account_id.clone();
-        let account = self
-            .accounts
-            .entry(id.clone())
-            .or_insert_with(|| Account::new(id.clone()));
+        let account = self.accounts.get_or_create(id.as_str());
         if !account.apply(&e) {
             return Vec::new();
         }
@@ -158,10 +156,11 @@ impl<'p> Simulator<'p> {
     }
 
     fn decide(&mut self, id: &AccountId) -> Vec<Event> {
-        let Some(account) = self.accounts.get_mut(id) else {
-            return Vec::new();
-        };
-        let d = settle(account, self.now, self.policy);
+        let d = settle(
+            self.accounts.get_or_create(id.as_str()),
+            self.now,
+            self.policy,
+        );
         match d.next_wake {
             Some(w) => {
                 if self.wakes.insert(id.clone(), w) != Some(w) {
