@@ -10,6 +10,7 @@
 //! Time is always an argument: the same code serves the services, replays and simulations.
 
 pub mod account;
+pub mod audit;
 pub mod channels;
 pub mod decide;
 pub mod holidays;

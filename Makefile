@@ -1,0 +1,35 @@
+# Tacto: two commands do everything on a fresh machine.
+#   make run    the main job on the embedded default (no external services)
+#   make test   every test (installs what the tests need)
+# Also: make bench (criterion benchmarks), make lint, make fmt.
+
+CARGO ?= cargo
+SHELL := /bin/bash
+
+.PHONY: run test bench lint fmt deps build demo
+
+## Rust toolchain components the checks use (rustup is on every machine of this project).
+deps:
+	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+
+build: deps
+	$(CARGO) build --release -p tacto
+
+run: build
+	$(CARGO) run --release -p tacto -- demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --workspace
+
+bench: deps
+	$(CARGO) bench -p tacto-policy --bench core
+	$(CARGO) bench -p tacto-policy --bench state_size
+
+fmt:
+	$(CARGO) fmt --all

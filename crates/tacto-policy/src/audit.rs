@@ -1,0 +1,383 @@
+//! An independent compliance audit of an event log: every scheduled contact is checked again
+//! by plain rules (local time in every candidate zone against each pack's hours and holidays,
+//! holds, opt-outs, consent, rolling caps with every send at its earliest and its latest possible
+//! instant, conversation waits, spacing). It shares no code with `decide` beyond the pack data,
+//! so it can prove the decisions right: `tacto demo` reports its count of violations, and the
+//! property tests run it over random histories.
+
+use crate::pack::{CapRule, Pack, Packs};
+use crate::policy::Policy;
+use chrono::{Datelike, NaiveDate, TimeDelta, Timelike};
+use chrono_tz::Tz;
+use std::collections::HashMap;
+use tacto_model::*;
+
+const HOUR: i64 = 3_600_000_000;
+
+/// A contact that broke a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The account.
+    pub account_id: AccountId,
+    /// What was wrong.
+    pub what: String,
+}
+
+/// Audits a whole log (many accounts, in log order).
+pub fn audit(log: &[Event], policy: &Policy) -> Vec<Violation> {
+    let mut by_account: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for e in log {
+        by_account.entry(e.account_id.as_str()).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    for (id, events) in by_account {
+        if let Err(what) = audit_account(&events, policy) {
+            out.push(Violation {
+                account_id: AccountId(id.to_owned()),
+                what,
+            });
+        }
+    }
+    out
+}
+
+
+fn hhmm(s: &str) -> u32 {
+    let (h, m) = s.split_once(':').unwrap_or(("0", "0"));
+    h.parse::<u32>().unwrap_or(0) * 60 + m.parse::<u32>().unwrap_or(0)
+}
+
+fn weekday_name(d: chrono::Weekday) -> &'static str {
+    ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][d.num_days_from_monday() as usize]
+}
+
+/// The zones the law makes us honour for this contact point (re-derived from the signals).
+fn oracle_zones(data: &AccountData, point: &ContactPoint, packs: &Packs) -> Vec<Tz> {
+    let mut z: Vec<Tz> = Vec::new();
+    for s in [&data.address_zone, &data.declared_zone]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(t) = s.parse() {
+            z.push(t);
+        }
+    }
+    match &point.zone {
+        Some(s) => {
+            if let Ok(t) = s.parse() {
+                z.push(t);
+            }
+        }
+        None if point.channel != Channel::Email => {
+            if let Some(zs) = crate::zones::zones_for_phone(&point.address) {
+                z.extend_from_slice(zs);
+            }
+        }
+        None => {}
+    }
+    if z.is_empty() {
+        let j = &data.jurisdiction;
+        let pack = j
+            .subdivision
+            .as_deref()
+            .and_then(|s| packs.get(s))
+            .or_else(|| packs.get(&j.country));
+        z = pack.map(|p| p.zones.clone()).unwrap_or_default();
+    }
+    z
+}
+
+/// Is `channel` allowed at `t` in zone `tz` by every pack and the customer's declared times?
+fn allowed_at(
+    t: i64,
+    tz: Tz,
+    channel: Channel,
+    packs: &[&Pack],
+    inconvenient: &[(u32, u32)],
+) -> bool {
+    let local = Timestamp::from_micros(t).to_datetime().with_timezone(&tz);
+    let date: NaiveDate = local.date_naive();
+    let minute = local.hour() * 60 + local.minute();
+    for p in packs {
+        if let Some(h) = &p.file.holidays
+            && h.channels.contains(&channel)
+            && p.holidays.contains(&date)
+        {
+            return false;
+        }
+        let rules: Vec<_> = p
+            .file
+            .hours
+            .iter()
+            .filter(|h| h.channels.contains(&channel))
+            .collect();
+        if !rules.is_empty() {
+            let day = weekday_name(date.weekday());
+            let ok = rules.iter().any(|h| {
+                h.days.iter().any(|d| d == day) && hhmm(&h.start) <= minute && minute < hhmm(&h.end)
+            });
+            if !ok {
+                return false;
+            }
+        }
+    }
+    !inconvenient.iter().any(|&(s, e)| s <= minute && minute < e)
+}
+
+#[derive(Clone, Copy)]
+struct Sent {
+    channel: Channel,
+    earliest: i64,
+    latest: i64,
+    never_connected: bool,
+    not_sent: bool,
+}
+
+fn check_caps(jobs: &[Sent], cap: &CapRule, pick: impl Fn(&Sent) -> i64) -> Result<(), String> {
+    let w = i64::from(cap.window_hours) * HOUR;
+    let times: Vec<i64> = jobs
+        .iter()
+        .filter(|s| cap.channels.contains(&s.channel) && !s.not_sent)
+        .filter(|s| !(cap.exclude_never_connected && s.never_connected))
+        .map(&pick)
+        .collect();
+    for &t in &times {
+        let n = times.iter().filter(|&&u| u > t - w && u <= t).count();
+        if n > cap.max as usize {
+            return Err(format!(
+                "{}: {n} contacts in {} h ending {}",
+                cap.rule,
+                cap.window_hours,
+                Timestamp::from_micros(t)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Audits one account's events (in order); the first violation found is returned.
+pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
+    let packs = &policy.packs;
+    let mut data: Option<AccountData> = None;
+    let mut balance = 0i64;
+    let mut stopped: Option<&'static str> = None;
+    let mut disputes = 0usize;
+    let mut opted_all = false;
+    let mut opted: Vec<Channel> = Vec::new();
+    let mut promise: Option<(String, i64, NaiveDate, i64)> = None;
+    let mut inconvenient: Vec<(u32, u32)> = Vec::new();
+    let mut consent_seen = false;
+    let mut conversations: Vec<(Channel, i64)> = Vec::new();
+    let mut sent: Vec<Sent> = Vec::new();
+    let grace = i64::from(policy.file.promise_grace_days);
+
+    let jobs: Vec<&ContactJob> = log
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ContactScheduled(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    for e in log {
+        let t = e.occurred_at.as_micros();
+        match &e.body {
+            EventBody::AccountUpserted(d) => {
+                balance = d.debts.iter().map(|x| x.balance_minor).sum();
+                data = Some(d.clone());
+            }
+            EventBody::PaymentReceived { amount_minor, .. } => {
+                balance -= amount_minor;
+                if let Some(p) = promise.as_mut() {
+                    p.3 += amount_minor;
+                }
+            }
+            EventBody::PromiseMade {
+                promise_id,
+                amount_minor,
+                due_date,
+                ..
+            } => {
+                promise = Some((promise_id.clone(), *amount_minor, due_date.naive(), 0));
+            }
+            EventBody::PromiseCancelled { .. }
+            | EventBody::PromiseKept { .. }
+            | EventBody::PromiseBroken { .. } => promise = None,
+            EventBody::DisputeOpened { .. } => disputes += 1,
+            EventBody::DisputeResolved {
+                collection_may_resume,
+                ..
+            } => {
+                disputes = disputes.saturating_sub(1);
+                if !collection_may_resume {
+                    stopped = Some("dispute upheld");
+                }
+            }
+            EventBody::OptedOut { channel: None, .. } => opted_all = true,
+            EventBody::OptedOut {
+                channel: Some(c), ..
+            } => opted.push(*c),
+            EventBody::CeaseCommunication {} => stopped = Some("cease"),
+            EventBody::BankruptcyNotified {} => stopped = Some("bankruptcy"),
+            EventBody::DeceasedNotified {} => stopped = Some("deceased"),
+            EventBody::AttorneyRepresented { .. } => stopped = Some("attorney"),
+            EventBody::InconvenientTimesDeclared { ranges } => {
+                inconvenient = ranges
+                    .iter()
+                    .map(|r| (hhmm(&r.start), hhmm(&r.end)))
+                    .collect();
+            }
+            EventBody::CallConsentGiven {} => consent_seen = true,
+            EventBody::ContactOutcome {
+                job_id,
+                channel,
+                status,
+                conversation,
+                ..
+            } => {
+                if *conversation {
+                    conversations.push((*channel, t));
+                }
+                if let Some(id) = job_id
+                    && let Some(i) = jobs.iter().position(|j| j.job_id == *id)
+                    && let Some(s) = sent.get_mut(i)
+                {
+                    s.latest = s.latest.min(t);
+                    s.never_connected |= status.never_connected();
+                    s.not_sent |= *status == OutcomeStatus::NotSent;
+                }
+            }
+            EventBody::ContactScheduled(job) => {
+                let who = format!("job {} at {}", job.job_id, e.occurred_at);
+                let d = data.as_ref().ok_or("a job before the account exists")?;
+                if balance <= 0 {
+                    return Err(format!("{who}: after full payment"));
+                }
+                if let Some(why) = stopped {
+                    return Err(format!("{who}: after {why}"));
+                }
+                if disputes > 0 {
+                    return Err(format!("{who}: during a dispute"));
+                }
+                if opted_all || opted.contains(&job.channel) {
+                    return Err(format!("{who}: after opt-out of {}", job.channel));
+                }
+                if let Some((_, amount, due, paid)) = &promise {
+                    // Certainly held until the earliest local midnight after due + grace.
+                    let end = (*due + TimeDelta::days(grace + 1))
+                        .and_hms_opt(0, 0, 0)
+                        .unwrap_or_default()
+                        .and_utc()
+                        .timestamp_micros()
+                        - 14 * HOUR;
+                    if paid < amount && t < end {
+                        return Err(format!("{who}: during a promise hold"));
+                    }
+                }
+                let point = d
+                    .contact_points
+                    .iter()
+                    .find(|p| p.channel == job.channel && p.id == job.contact_point_id)
+                    .ok_or(format!("{who}: unknown contact point"))?;
+                let jpacks: Vec<_> = packs
+                    .for_jurisdiction(&d.jurisdiction)
+                    .into_iter()
+                    .collect();
+                let jrefs: Vec<&Pack> = jpacks.iter().map(|p| &**p).collect();
+                if jrefs.is_empty() {
+                    return Err(format!("{who}: no pack for the jurisdiction"));
+                }
+                if jrefs.iter().any(|p| {
+                    p.file
+                        .consent
+                        .iter()
+                        .any(|c| c.channels.contains(&job.channel))
+                }) && !point.consent
+                {
+                    return Err(format!("{who}: no consent"));
+                }
+                let zones = oracle_zones(d, point, packs);
+                let (nb, na) = (job.not_before.as_micros(), job.not_after.as_micros());
+                if nb != t || na <= nb {
+                    return Err(format!(
+                        "{who}: bad window {}..{}",
+                        job.not_before, job.not_after
+                    ));
+                }
+                let mut s = nb;
+                while s < na {
+                    for &z in &zones {
+                        if !allowed_at(s, z, job.channel, &jrefs, &inconvenient) {
+                            return Err(format!(
+                                "{who}: not allowed at {} in {z}",
+                                Timestamp::from_micros(s)
+                            ));
+                        }
+                    }
+                    s += 10 * 60_000_000;
+                }
+                for &z in &zones {
+                    if !allowed_at(na - 1, z, job.channel, &jrefs, &inconvenient) {
+                        return Err(format!(
+                            "{who}: window end {} not allowed in {z}",
+                            job.not_after
+                        ));
+                    }
+                }
+                if !consent_seen {
+                    for p in &jrefs {
+                        for w in p
+                            .file
+                            .conversation_waits
+                            .iter()
+                            .filter(|w| w.channels.contains(&job.channel))
+                        {
+                            for &(c, at) in &conversations {
+                                if w.triggered_by.contains(&c)
+                                    && nb < at + i64::from(w.hours) * HOUR
+                                {
+                                    return Err(format!("{who}: inside {}", w.rule));
+                                }
+                            }
+                        }
+                    }
+                }
+                sent.push(Sent {
+                    channel: job.channel,
+                    earliest: nb,
+                    latest: na,
+                    never_connected: false,
+                    not_sent: false,
+                });
+            }
+            _ => {}
+        }
+    }
+    // Rolling caps and spacing, with every send at its earliest and at its latest instant.
+    if let Some(d) = &data {
+        let jpacks = packs.for_jurisdiction(&d.jurisdiction);
+        let caps = jpacks
+            .iter()
+            .flat_map(|p| p.file.caps.iter())
+            .chain(policy.file.caps.iter())
+            .filter(|c| !(consent_seen && c.consent_exclusion_hours.is_some()));
+        for cap in caps {
+            check_caps(&sent, cap, |s| s.earliest)?;
+            check_caps(&sent, cap, |s| s.latest)?;
+        }
+        for p in &jpacks {
+            for rule in &p.file.spacing {
+                let v: Vec<&Sent> = sent
+                    .iter()
+                    .filter(|s| rule.channels.contains(&s.channel) && !s.not_sent)
+                    .collect();
+                for w in v.windows(2) {
+                    if w[1].earliest < w[0].latest + i64::from(rule.min_hours) * HOUR {
+                        return Err(format!("{}: contacts too close", rule.rule));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
