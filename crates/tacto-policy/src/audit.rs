@@ -41,7 +41,6 @@ pub fn audit(log: &[Event], policy: &Policy) -> Vec<Violation> {
     out
 }
 
-
 fn hhmm(s: &str) -> u32 {
     let (h, m) = s.split_once(':').unwrap_or(("0", "0"));
     h.parse::<u32>().unwrap_or(0) * 60 + m.parse::<u32>().unwrap_or(0)
@@ -380,4 +379,3 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
     }
     Ok(())
 }
-

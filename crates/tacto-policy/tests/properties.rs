@@ -13,7 +13,6 @@ use proptest::prelude::*;
 use tacto_model::*;
 use tacto_policy::{Account, Policy, settle};
 
-
 #[derive(Clone, Debug)]
 enum Input {
     Pay(i64),

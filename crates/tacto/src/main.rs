@@ -1,0 +1,58 @@
+//! `tacto`: the command line.
+
+mod demo;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Tacto, an event-sourced contact orchestrator for collections.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A synthetic portfolio through a fast-forwarded month, with a summary and an audit.
+    Demo(demo::Args),
+    /// Runs the real decision logic on a simulated clock over a file of events.
+    Simulate {
+        /// JSON lines, one event each (the API's event format).
+        #[arg(long)]
+        events: PathBuf,
+        /// Policy file (TOML); the built-in example when absent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Where to write the decisions, one JSON line each.
+        #[arg(long)]
+        out: PathBuf,
+        /// Answer every job with a simulated provider outcome.
+        #[arg(long)]
+        simulated_provider: bool,
+        /// Keep the clock running this many days after the last event.
+        #[arg(long, default_value_t = 30)]
+        tail_days: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Simulate {
+            events,
+            policy,
+            out,
+            simulated_provider,
+            tail_days,
+        } => simulate::run(&simulate::Options {
+            events,
+            policy,
+            out,
+            simulated_provider,
+            tail_days,
+        }),
+    }
+}

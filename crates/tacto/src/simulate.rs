@@ -1,0 +1,126 @@
+//! `tacto simulate`: the real decision logic on a simulated clock over a file of events.
+//!
+//! Input: JSON lines, one event each, in the API's event format. Output: one JSON line per
+//! decision: `{"time", "account", "kind", "channel", "job_id", "until", "reasons", "event"}`.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use tacto_model::{Event, EventBody, ReasonCode, Timestamp};
+use tacto_policy::Policy;
+use tacto_policy::sim::Simulator;
+
+/// Options of `tacto simulate`.
+pub struct Options {
+    pub events: PathBuf,
+    pub policy: Option<PathBuf>,
+    pub out: PathBuf,
+    pub simulated_provider: bool,
+    pub tail_days: u32,
+}
+
+/// One decision, as written to the output file.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: Timestamp,
+    account: &'a str,
+    kind: &'static str,
+    channel: Option<&'static str>,
+    job_id: Option<&'a str>,
+    until: Option<Timestamp>,
+    reasons: Vec<ReasonCode>,
+    event: &'a Event,
+}
+
+fn line(e: &Event) -> Line<'_> {
+    let (channel, job_id, until, reasons) = match &e.body {
+        EventBody::ContactScheduled(j) => (
+            Some(j.channel.as_str()),
+            Some(j.job_id.as_str()),
+            None,
+            &j.decision.reasons,
+        ),
+        EventBody::ContactDeferred {
+            job_id,
+            until,
+            decision,
+            ..
+        } => (None, Some(job_id.as_str()), Some(*until), &decision.reasons),
+        EventBody::ContactSuppressed {
+            job_id, decision, ..
+        } => (None, Some(job_id.as_str()), None, &decision.reasons),
+        EventBody::JobsRecalled { decision, .. }
+        | EventBody::TaskCreated { decision, .. }
+        | EventBody::PromiseKept { decision, .. }
+        | EventBody::PromiseBroken { decision, .. } => (None, None, None, &decision.reasons),
+        _ => (None, None, None, &Vec::new() as &Vec<_>),
+    };
+    Line {
+        time: e.occurred_at,
+        account: e.account_id.as_str(),
+        kind: e.body.type_name(),
+        channel,
+        job_id,
+        until,
+        reasons: reasons.iter().map(|r| r.code).collect(),
+        event: e,
+    }
+}
+
+/// Reads the events, runs them, writes the decisions.
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    let policy = match &o.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::from_toml(&text).with_context(|| format!("invalid policy {}", p.display()))?
+        }
+        None => Policy::example(),
+    };
+    let file =
+        File::open(&o.events).with_context(|| format!("cannot open {}", o.events.display()))?;
+    let mut events = Vec::new();
+    for (n, l) in BufReader::new(file).lines().enumerate() {
+        let l = l.with_context(|| format!("cannot read {}", o.events.display()))?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let e: Event = serde_json::from_str(&l)
+            .with_context(|| format!("{}:{}: not an event", o.events.display(), n + 1))?;
+        if e.is_decision() {
+            bail!(
+                "{}:{}: {} is a decision; the input holds facts only",
+                o.events.display(),
+                n + 1,
+                e.body.type_name()
+            );
+        }
+        events.push(e);
+    }
+    events.sort_by_key(|e| e.occurred_at);
+    let last = events.last().map(|e| e.occurred_at);
+    let mut sim = Simulator::new(&policy, o.simulated_provider, true);
+    for e in events {
+        sim.push(e);
+    }
+    if let Some(t) = last {
+        sim.advance_to(t.plus(chrono::TimeDelta::days(i64::from(o.tail_days))));
+    }
+    let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
+    let mut w = BufWriter::new(out);
+    let mut decisions = 0usize;
+    for e in sim.log.iter().filter(|e| e.is_decision()) {
+        serde_json::to_writer(&mut w, &line(e))?;
+        w.write_all(b"\n")?;
+        decisions += 1;
+    }
+    w.flush()?;
+    eprintln!(
+        "{} events in, {decisions} decisions written to {}",
+        sim.log.len() - decisions,
+        o.out.display()
+    );
+    Ok(())
+}

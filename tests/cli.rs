@@ -1,0 +1,105 @@
+//! End-to-end tests of the `tacto` command line: only its public interface (arguments, files,
+//! standard output, exit status).
+#![allow(missing_docs)]
+
+use std::process::Command;
+
+fn tacto() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tacto"))
+}
+
+#[test]
+fn demo_runs_a_portfolio_and_finds_no_violation() {
+    let out = tacto()
+        .args(["demo", "--accounts", "600", "--days", "20"])
+        .output()
+        .expect("run tacto demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("contacts scheduled by channel"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("violations found"))
+        .expect("an audit line");
+    assert!(line.trim_end().ends_with(" 0"), "{line}");
+}
+
+fn account_line() -> String {
+    serde_json::json!({
+        "id": "e-open", "occurred_at": "2026-11-16T15:00:00Z", "account_id": "A-7",
+        "body": {"account_upserted": {
+            "person_id": "p-7", "currency": "USD",
+            "debts": [{"debt_id": "d-1", "balance_minor": 50000, "due_date": "2026-11-01"}],
+            "jurisdiction": {"country": "US", "subdivision": "US-NY"},
+            "address_zone": "America/New_York",
+            "contact_points": [
+                {"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true},
+                {"id": "mobile", "channel": "voice", "address": "+12125550100", "consent": true}
+            ],
+            "language": "en"
+        }}
+    })
+    .to_string()
+}
+
+#[test]
+fn simulate_writes_every_decision_and_a_payment_recalls_queued_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let out = dir.path().join("decisions.jsonl");
+    let payment = serde_json::json!({
+        "id": "e-pay", "occurred_at": "2026-11-16T15:05:00Z", "account_id": "A-7",
+        "body": {"payment_received": {"payment_id": "bank-1", "amount_minor": 50000, "currency": "USD"}}
+    });
+    std::fs::write(&events, format!("{}\n{payment}\n", account_line())).expect("write events");
+    let status = tacto()
+        .args(["simulate", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run tacto simulate");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("decisions");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"contact_scheduled"), "{text}");
+    let recall = lines
+        .iter()
+        .find(|l| l["kind"] == "jobs_recalled")
+        .unwrap_or_else(|| panic!("no recall in {text}"));
+    assert_eq!(recall["reasons"][0], "paid_in_full");
+    assert_eq!(recall["time"], "2026-11-16T15:05:00Z");
+    // Paid in full: nothing after the recall.
+    assert!(
+        !kinds
+            .iter()
+            .skip_while(|k| **k != "jobs_recalled")
+            .skip(1)
+            .any(|k| *k == "contact_scheduled")
+    );
+}
+
+#[test]
+fn simulate_names_the_bad_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, format!("{}\n{{\"id\": 3}}\n", account_line())).expect("write");
+    let out = tacto()
+        .args(["simulate", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(dir.path().join("o.jsonl"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("events.jsonl:2"), "{err}");
+}
