@@ -36,28 +36,27 @@ fn main() {
             map.insert(a);
         }
         let s = region.change();
+        let rss = resident_bytes();
         let live =
             s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64;
         println!(
-            "state_size: {n} accounts: {:.1} MiB live heap, {:.0} bytes/account",
+            "state_size: {n} accounts: {:.1} MiB live heap, {:.0} bytes/account (process resident: {:.1} MiB)",
             live as f64 / 1048576.0,
-            live as f64 / n as f64
+            live as f64 / n as f64,
+            rss as f64 / 1048576.0
         );
         drop(map);
     }
 }
 
-#[allow(dead_code)]
-fn sizes() {
-    use tacto_policy::account::*;
-    use tacto_policy::ledger::Attempt;
-    println!(
-        "sizes: Profile {} Point {} DebtState {} Extras {} Attempt {} Promise {}",
-        std::mem::size_of::<Profile>(),
-        std::mem::size_of::<Point>(),
-        std::mem::size_of::<DebtState>(),
-        std::mem::size_of::<Extras>(),
-        std::mem::size_of::<Attempt>(),
-        std::mem::size_of::<Promise>()
-    );
+/// Resident set size of this process (Linux), for comparison with the counted heap bytes.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
 }

@@ -8,7 +8,9 @@
 //! there); the state keeps only each contact point's id, consent and zones.
 
 use crate::channels::ChannelSet;
-use crate::ledger::{Attempt, JobKey, MAX_WINDOW_HOURS, flags as af, hours};
+use crate::ledger::{
+    Attempt, JobKey, MAX_WINDOW_HOURS, flags as af, hours, micros, minute_down, minute_up,
+};
 use crate::pack::parse_hhmm;
 use crate::window::InconvenientRange;
 use crate::zones::parse_zone;
@@ -16,6 +18,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use compact_str::CompactString;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tacto_model::{
     AccountData, AccountId, Channel, DisputeReason, Event, EventBody, Jurisdiction, OutcomeStatus,
     Timestamp,
@@ -72,21 +75,16 @@ pub struct DebtState {
     pub due_date: NaiveDate,
 }
 
-/// What the system of record says about the customer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Profile {
+/// The parts of a profile that many accounts share (same currency, product, language and
+/// place); [`crate::store::AccountStore`] keeps one copy of each distinct value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Place {
     /// Currency code.
     pub currency: CompactString,
-    /// Debts, with payments since the snapshot applied.
-    pub debts: ThinVec<DebtState>,
     /// Product line.
     pub product: CompactString,
-    /// Risk score.
-    pub risk_score: Option<i32>,
-    /// Customer value.
-    pub customer_value: Option<i32>,
-    /// Free attributes.
-    pub attributes: BTreeMap<CompactString, CompactString>,
+    /// Template language.
+    pub language: CompactString,
     /// Country code.
     pub country: CompactString,
     /// Subdivision code, if any.
@@ -95,10 +93,23 @@ pub struct Profile {
     pub address_zone: Option<Tz>,
     /// Declared zone.
     pub declared_zone: Option<Tz>,
+}
+
+/// What the system of record says about the customer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// Currency, product, language, jurisdiction and zones (shared between accounts).
+    pub place: Arc<Place>,
+    /// Debts, with payments since the snapshot applied.
+    pub debts: ThinVec<DebtState>,
+    /// Risk score.
+    pub risk_score: Option<i32>,
+    /// Customer value.
+    pub customer_value: Option<i32>,
+    /// Free attributes, when any.
+    pub attributes: Option<Box<BTreeMap<CompactString, CompactString>>>,
     /// Contact points, by preference.
     pub points: ThinVec<Point>,
-    /// Template language.
-    pub language: CompactString,
     /// When the snapshot was taken (its event's `occurred_at`).
     pub as_of: i64,
 }
@@ -107,9 +118,17 @@ impl Profile {
     /// The jurisdiction, as the model spells it.
     pub fn jurisdiction(&self) -> Jurisdiction {
         Jurisdiction {
-            country: self.country.to_string(),
-            subdivision: self.subdivision.as_ref().map(ToString::to_string),
+            country: self.place.country.to_string(),
+            subdivision: self.place.subdivision.as_ref().map(ToString::to_string),
         }
+    }
+
+    /// An attribute's value.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(CompactString::as_str)
     }
 }
 
@@ -192,12 +211,13 @@ pub struct Account {
     pub extras: Option<Box<Extras>>,
     /// Total outstanding balance.
     pub balance_minor: i64,
-    /// Direct prior consent to be called (micros; 0 = never given).
-    pub consent_at: i64,
-    /// Last conversation per channel (index: sms, email, voice; micros; 0 = none).
-    pub conversations: [i64; 3],
-    /// When the last step was executed (micros).
-    pub last_step_at: i64,
+    /// Direct prior consent to be called (minutes since the epoch, rounded down; 0 = never).
+    pub consent_minute: u32,
+    /// Last conversation per channel (index: sms, email, voice; minutes since the epoch,
+    /// rounded up; 0 = none).
+    pub conversations: [u32; 3],
+    /// When the last step was executed (minutes since the epoch, rounded up).
+    pub last_step_minute: u32,
     /// Until when the deferred job waits (micros; 0 = no deferral).
     pub deferred_until: i64,
     /// The contact-pressure ledger.
@@ -248,9 +268,9 @@ impl Account {
             profile: None,
             extras: None,
             balance_minor: 0,
-            consent_at: 0,
+            consent_minute: 0,
             conversations: [0; 3],
-            last_step_at: 0,
+            last_step_minute: 0,
             deferred_until: 0,
             attempts: ThinVec::new(),
             recent: [0; RECENT_IDS],
@@ -293,13 +313,13 @@ impl Account {
 
     /// When direct prior consent to be called was given.
     pub fn call_consent_at(&self) -> Option<i64> {
-        (self.consent_at != 0).then_some(self.consent_at)
+        (self.consent_minute != 0).then_some(micros(self.consent_minute))
     }
 
     /// The last step executed in any cycle, and when.
     pub fn last_step(&self) -> Option<(JobKey, i64)> {
         self.has_last_step
-            .then_some((self.last_step_key, self.last_step_at))
+            .then_some((self.last_step_key, micros(self.last_step_minute)))
     }
 
     /// The job waiting for its window, if any.
@@ -316,7 +336,7 @@ impl Account {
 
     fn set_last_step(&mut self, key: JobKey, at: i64) {
         self.last_step_key = key;
-        self.last_step_at = at;
+        self.last_step_minute = minute_up(at);
         self.has_last_step = true;
         self.deferred_until = 0;
     }
@@ -455,7 +475,7 @@ impl Account {
                     })
                     .collect();
             }
-            EventBody::CallConsentGiven {} => self.consent_at = now,
+            EventBody::CallConsentGiven {} => self.consent_minute = minute_down(now).max(1),
             EventBody::ContactOutcome {
                 job_id,
                 channel,
@@ -468,7 +488,7 @@ impl Account {
                     && !self.attempts.iter().any(|a| a.key == key)
                 {
                     self.attempts.push(Attempt {
-                        at: job.not_after.as_micros(),
+                        at_minute: minute_up(job.not_after.as_micros()),
                         key,
                         channel: job.channel,
                         flags: af::QUEUED,
@@ -572,8 +592,17 @@ impl Account {
             })
             .collect();
         points.sort_by_key(|p| p.preference);
-        let profile = Profile {
+        let place = Place {
             currency: data.currency.as_str().into(),
+            product: data.product.as_str().into(),
+            language: data.language.as_str().into(),
+            country: data.jurisdiction.country.as_str().into(),
+            subdivision: data.jurisdiction.subdivision.as_deref().map(Into::into),
+            address_zone: data.address_zone.as_deref().and_then(parse_zone),
+            declared_zone: data.declared_zone.as_deref().and_then(parse_zone),
+        };
+        let profile = Profile {
+            place: Arc::new(place),
             debts: data
                 .debts
                 .iter()
@@ -583,20 +612,17 @@ impl Account {
                     due_date: d.due_date.naive(),
                 })
                 .collect(),
-            product: data.product.as_str().into(),
             risk_score: data.risk_score,
             customer_value: data.customer_value,
-            attributes: data
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-                .collect(),
-            country: data.jurisdiction.country.as_str().into(),
-            subdivision: data.jurisdiction.subdivision.as_deref().map(Into::into),
-            address_zone: data.address_zone.as_deref().and_then(parse_zone),
-            declared_zone: data.declared_zone.as_deref().and_then(parse_zone),
+            attributes: (!data.attributes.is_empty()).then(|| {
+                Box::new(
+                    data.attributes
+                        .iter()
+                        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                        .collect(),
+                )
+            }),
             points,
-            language: data.language.as_str().into(),
             as_of: now,
         };
         self.profile = Some(Box::new(profile));
@@ -682,7 +708,7 @@ impl Account {
             });
             return;
         };
-        let same_currency = *p.currency == *currency;
+        let same_currency = p.place.currency == *currency;
         let debt = debt_id
             .and_then(|id| p.debts.iter().position(|d| d.id == *id))
             .and_then(|i| i16::try_from(i).ok())
@@ -717,7 +743,7 @@ impl Account {
     ) {
         if conversation {
             let slot = &mut self.conversations[channel_slot(channel)];
-            *slot = (*slot).max(now);
+            *slot = (*slot).max(minute_up(now));
         }
         let Some(key) = job_id.and_then(|j| JobKey::parse(j.as_str(), self.id.as_str())) else {
             return;
@@ -726,7 +752,7 @@ impl Account {
             if a.has(af::QUEUED) {
                 // Date it by the outcome; never later than its latest possible send when the
                 // job has not yet gone (NotSent), otherwise by when we heard.
-                a.at = now;
+                a.at_minute = minute_up(now);
             }
             match status {
                 OutcomeStatus::NotSent => a.flags |= af::NOT_SENT,
@@ -741,7 +767,7 @@ impl Account {
 
     fn prune(&mut self, now: i64) {
         let horizon = now - hours(MAX_WINDOW_HOURS);
-        self.attempts.retain(|a| a.in_queue() || a.at > horizon);
+        self.attempts.retain(|a| a.in_queue() || a.at() > horizon);
         let memory = now - PAYMENT_MEMORY_DAYS * 24 * hours(1);
         if let Some(x) = self.extras.as_mut() {
             x.payments.retain(|p| p.at > memory);
@@ -763,5 +789,6 @@ impl Account {
             .map(|&c| self.conversations[channel_slot(c)])
             .filter(|&t| t != 0)
             .max()
+            .map(micros)
     }
 }

@@ -95,9 +95,10 @@ impl Ctx<'_> {
     /// before they need them).
     fn packs(&self) -> &[Arc<Pack>] {
         self.packs.get_or_init(|| {
-            self.policy
-                .packs
-                .for_place(&self.profile.country, self.profile.subdivision.as_deref())
+            self.policy.packs.for_place(
+                &self.profile.place.country,
+                self.profile.place.subdivision.as_deref(),
+            )
         })
     }
 
@@ -111,8 +112,8 @@ impl Ctx<'_> {
 
     fn zones_for(&self, point: Option<&Point>) -> (Vec<Tz>, bool) {
         candidate_zones(
-            self.profile.address_zone,
-            self.profile.declared_zone,
+            self.profile.place.address_zone,
+            self.profile.place.declared_zone,
             point.map_or(&[][..], |p| &p.zones[..]),
             &self.jurisdiction_zones(),
         )
@@ -238,7 +239,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     }
 
     // 4. A job in flight: wait for it (or for its latest send instant).
-    if let Some(t) = a.queued().filter(|q| q.at > now).map(|q| q.at).min() {
+    if let Some(t) = a.queued().filter(|q| q.at() > now).map(|q| q.at()).min() {
         return Some(t);
     }
 
@@ -379,10 +380,10 @@ fn segment<'p>(ctx: &Ctx<'p>, today: NaiveDate) -> Option<&'p crate::policy::Seg
                 .is_none_or(|m| p.risk_score.is_some_and(|r| r <= m))
             && w.min_customer_value
                 .is_none_or(|m| p.customer_value.is_some_and(|v| v >= m))
-            && (w.products.is_empty() || w.products.iter().any(|x| **x == *p.product))
+            && (w.products.is_empty() || w.products.iter().any(|x| **x == *p.place.product))
             && w.attributes
                 .iter()
-                .all(|(k, v)| p.attributes.get(k.as_str()).is_some_and(|x| **x == **v))
+                .all(|(k, v)| p.attribute(k) == Some(v.as_str()))
     })
 }
 
@@ -495,7 +496,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         let why = reason(
             ReasonCode::UnknownJurisdiction,
             &r,
-            format!("no pack for {}", ctx.profile.country),
+            format!("no pack for {}", ctx.profile.place.country),
         );
         let rec = ctx.record(vec![why]);
         ctx.emit(EventBody::ContactSuppressed {
@@ -572,11 +573,11 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
                 channel,
                 contact_point_id: (*point.id).into(),
                 template: placed.step.template.clone(),
-                language: (*ctx.profile.language).into(),
+                language: ctx.profile.place.language.to_string(),
                 not_before: Timestamp::from_micros(now),
                 not_after: Timestamp::from_micros(not_after),
                 balance_minor: a.balance_minor,
-                currency: (*ctx.profile.currency).into(),
+                currency: ctx.profile.place.currency.to_string(),
                 decision: ctx.record(reasons),
             };
             ctx.emit(EventBody::ContactScheduled(job));

@@ -66,11 +66,33 @@ pub mod flags {
     pub const RECALLED: u8 = 16;
 }
 
+const MICROS_PER_MINUTE: i64 = 60_000_000;
+
+/// An instant rounded *up* to a whole minute, as minutes since the epoch (state is kept at
+/// minute resolution; rounding up keeps attempts in rolling windows a little longer, never
+/// shorter).
+pub fn minute_up(micros: i64) -> u32 {
+    let m = (micros.max(0).unsigned_abs()).div_ceil(MICROS_PER_MINUTE.unsigned_abs());
+    u32::try_from(m).unwrap_or(u32::MAX)
+}
+
+/// An instant rounded *down* to a whole minute (for starts of exemptions, which then end
+/// earlier, never later).
+pub fn minute_down(micros: i64) -> u32 {
+    u32::try_from(micros.max(0) / MICROS_PER_MINUTE).unwrap_or(u32::MAX)
+}
+
+/// Minutes since the epoch back to microseconds.
+pub fn micros(minutes: u32) -> i64 {
+    i64::from(minutes) * MICROS_PER_MINUTE
+}
+
 /// One contact attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempt {
-    /// Microseconds: latest possible send while unknown; outcome time once known.
-    pub at: i64,
+    /// Minutes since the epoch, rounded up: the latest possible send while the result is
+    /// unknown, the outcome's time once known.
+    pub at_minute: u32,
     /// Which job.
     pub key: JobKey,
     /// Channel used.
@@ -80,6 +102,11 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// [`Attempt::at_minute`] in microseconds.
+    pub fn at(&self) -> i64 {
+        micros(self.at_minute)
+    }
+
     /// Whether the flag is set.
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
@@ -104,8 +131,8 @@ pub fn cap_free_at(attempts: &[Attempt], cap: &CapRule, t: i64) -> i64 {
     let window = i64::from(cap.window_hours) * MICROS_PER_HOUR;
     let mut ats: Vec<i64> = attempts
         .iter()
-        .filter(|a| a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at > t - window)
-        .map(|a| a.at)
+        .filter(|a| a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at() > t - window)
+        .map(|a| a.at())
         .collect();
     let max = cap.max as usize;
     if ats.len() < max {
@@ -122,7 +149,7 @@ pub fn spacing_free_at(attempts: &[Attempt], rule: &SpacingRule, t: i64) -> i64 
     attempts
         .iter()
         .filter(|a| a.counts_for(&rule.channels, false))
-        .map(|a| a.at + gap)
+        .map(|a| a.at() + gap)
         .fold(t, i64::max)
 }
 
@@ -131,7 +158,7 @@ pub fn cap_count(attempts: &[Attempt], cap: &CapRule, t: i64) -> usize {
     let window = i64::from(cap.window_hours) * MICROS_PER_HOUR;
     attempts
         .iter()
-        .filter(|a| a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at > t - window)
+        .filter(|a| a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at() > t - window)
         .count()
 }
 
@@ -159,7 +186,7 @@ mod tests {
 
     fn call(at_h: i64, flags: u8) -> Attempt {
         Attempt {
-            at: at_h * MICROS_PER_HOUR,
+            at_minute: minute_up(at_h * MICROS_PER_HOUR),
             key: JobKey {
                 cycle: 0,
                 day: 0,

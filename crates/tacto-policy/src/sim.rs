@@ -144,8 +144,7 @@ impl<'p> Simulator<'p> {
 
     fn input(&mut self, e: Event) -> Vec<Event> {
         let id = e.account_id.clone();
-        let account = self.accounts.get_or_create(id.as_str());
-        if !account.apply(&e) {
+        if !self.accounts.apply(&e) {
             return Vec::new();
         }
         self.observe(&e);

@@ -2,19 +2,21 @@
 //!
 //! A `hashbrown::HashTable` of boxed accounts, hashed by the id the account already holds: the
 //! table costs one pointer per slot and the id is stored once. This is what a decide instance
-//! keeps for its partitions.
+//! keeps for its partitions. Profile parts that many accounts share (currency, product,
+//! language, jurisdiction, zones) are kept once.
 
-use crate::account::Account;
-use hashbrown::DefaultHashBuilder;
-use hashbrown::HashTable;
+use crate::account::{Account, Place};
+use hashbrown::{DefaultHashBuilder, HashSet, HashTable};
 use std::hash::BuildHasher;
-use tacto_model::AccountId;
+use std::sync::Arc;
+use tacto_model::{AccountId, Event};
 
 /// Accounts by id.
 #[derive(Default)]
 pub struct AccountStore {
     table: HashTable<Box<Account>>,
     hasher: DefaultHashBuilder,
+    places: HashSet<Arc<Place>>,
 }
 
 impl AccountStore {
@@ -28,6 +30,7 @@ impl AccountStore {
         Self {
             table: HashTable::with_capacity(n),
             hasher: DefaultHashBuilder::default(),
+            places: HashSet::new(),
         }
     }
 
@@ -53,10 +56,37 @@ impl AccountStore {
             .into_mut()
     }
 
+    /// Applies an event to its account (creating it), sharing profile parts between accounts.
+    /// Returns whether the event changed anything (see [`Account::apply`]).
+    pub fn apply(&mut self, e: &Event) -> bool {
+        let applied = self.get_or_create(e.account_id.as_str()).apply(e);
+        if applied && matches!(e.body, tacto_model::EventBody::AccountUpserted(_)) {
+            self.share_place(e.account_id.as_str());
+        }
+        applied
+    }
+
+    fn share_place(&mut self, id: &str) {
+        let h = self.hash(id);
+        let Some(account) = self.table.find_mut(h, |a| a.id == id) else {
+            return;
+        };
+        let Some(profile) = account.profile.as_mut() else {
+            return;
+        };
+        match self.places.get(&profile.place) {
+            Some(shared) => profile.place = shared.clone(),
+            None => {
+                self.places.insert(profile.place.clone());
+            }
+        }
+    }
+
     /// Puts an account in, replacing one with the same id.
     pub fn insert(&mut self, account: Account) {
         let h = self.hash(&account.id);
         let hasher = &self.hasher;
+        let id = account.id.clone();
         match self.table.entry(
             h,
             |a| a.id == account.id,
@@ -67,6 +97,7 @@ impl AccountStore {
                 v.insert(Box::new(account));
             }
         }
+        self.share_place(&id);
     }
 
     /// Number of accounts.
