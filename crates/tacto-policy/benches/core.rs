@@ -35,10 +35,8 @@ fn bench(c: &mut Criterion) {
             fresh,
             |mut accounts| {
                 for e in &log {
-                    accounts.apply(e);
-                    if let Some(a) = accounts.get(e.account_id.as_str()) {
-                        black_box(decide(a, e.occurred_at, &policy));
-                    }
+                    let (_, a) = accounts.apply_then(e);
+                    black_box(decide(a, e.occurred_at, &policy));
                 }
                 accounts
             },

@@ -59,27 +59,24 @@ impl AccountStore {
     /// Applies an event to its account (creating it), sharing profile parts between accounts.
     /// Returns whether the event changed anything (see [`Account::apply`]).
     pub fn apply(&mut self, e: &Event) -> bool {
-        let applied = self.get_or_create(e.account_id.as_str()).apply(e);
-        if applied && matches!(e.body, tacto_model::EventBody::AccountUpserted(_)) {
-            self.share_place(e.account_id.as_str());
-        }
-        applied
+        self.apply_then(e).0
     }
 
-    fn share_place(&mut self, id: &str) {
+    /// [`AccountStore::apply`], also handing back the account (one lookup for both).
+    pub fn apply_then(&mut self, e: &Event) -> (bool, &mut Account) {
+        let id = e.account_id.as_str();
         let h = self.hash(id);
-        let Some(account) = self.table.find_mut(h, |a| a.id == id) else {
-            return;
-        };
-        let Some(profile) = account.profile.as_mut() else {
-            return;
-        };
-        match self.places.get(&profile.place) {
-            Some(shared) => profile.place = shared.clone(),
-            None => {
-                self.places.insert(profile.place.clone());
-            }
+        let hasher = &self.hasher;
+        let account = self
+            .table
+            .entry(h, |a| a.id == id, |a| hasher.hash_one(a.id.as_str()))
+            .or_insert_with(|| Box::new(Account::new(AccountId(id.to_owned()))))
+            .into_mut();
+        let applied = account.apply(e);
+        if applied && matches!(e.body, tacto_model::EventBody::AccountUpserted(_)) {
+            share_place(&mut self.places, account);
         }
+        (applied, account)
     }
 
     /// Puts an account in, replacing one with the same id.
@@ -97,7 +94,10 @@ impl AccountStore {
                 v.insert(Box::new(account));
             }
         }
-        self.share_place(&id);
+        let h = self.hash(&id);
+        if let Some(a) = self.table.find_mut(h, |a| a.id == id) {
+            share_place(&mut self.places, a);
+        }
     }
 
     /// Number of accounts.
@@ -113,6 +113,19 @@ impl AccountStore {
     /// Every account, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Account> {
         self.table.iter().map(|b| &**b)
+    }
+}
+
+/// Points the account's profile at the one shared copy of its place.
+fn share_place(places: &mut HashSet<Arc<Place>>, account: &mut Account) {
+    let Some(profile) = account.profile.as_mut() else {
+        return;
+    };
+    match places.get(&profile.place) {
+        Some(shared) => profile.place = shared.clone(),
+        None => {
+            places.insert(profile.place.clone());
+        }
     }
 }
 
