@@ -757,12 +757,15 @@ fn earliest_allowed(
     exclude: Option<JobKey>,
 ) -> Earliest {
     let a = ctx.account;
-    let attempts: Vec<Attempt> = a
-        .attempts
-        .iter()
-        .copied()
-        .filter(|x| Some(x.key) != exclude)
-        .collect();
+    // The job being checked is not counted against itself (only the last look excludes one).
+    let owned: Vec<Attempt>;
+    let attempts: &[Attempt] = match exclude {
+        None => &a.attempts,
+        Some(k) => {
+            owned = a.attempts.iter().copied().filter(|x| x.key != k).collect();
+            &owned
+        }
+    };
     let mut reasons: Vec<Reason> = Vec::new();
     let mut add = |r: Reason| {
         if !reasons.iter().any(|x| x.rule == r.rule) {
@@ -794,9 +797,9 @@ fn earliest_allowed(
             {
                 continue;
             }
-            let free = ledger::cap_free_at(&attempts, cap, cur);
+            let free = ledger::cap_free_at(attempts, cap, cur);
             if free > cur {
-                let n = ledger::cap_count(&attempts, cap, cur);
+                let n = ledger::cap_count(attempts, cap, cur);
                 let r = RuleRef {
                     rule: cap.rule.clone(),
                     pack,
@@ -835,7 +838,7 @@ fn earliest_allowed(
                 if !s.channels.contains(&channel) {
                     continue;
                 }
-                let free = ledger::spacing_free_at(&attempts, s, cur);
+                let free = ledger::spacing_free_at(attempts, s, cur);
                 if free > cur {
                     add(reason(
                         ReasonCode::Spacing,

@@ -129,15 +129,14 @@ impl Attempt {
 /// Returns `t` itself when the cap allows it now.
 pub fn cap_free_at(attempts: &[Attempt], cap: &CapRule, t: i64) -> i64 {
     let window = i64::from(cap.window_hours) * MICROS_PER_HOUR;
-    let mut ats: Vec<i64> = attempts
-        .iter()
-        .filter(|a| a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at() > t - window)
-        .map(|a| a.at())
-        .collect();
+    let counted = |a: &&Attempt| {
+        a.counts_for(&cap.channels, cap.exclude_never_connected) && a.at() > t - window
+    };
     let max = cap.max as usize;
-    if ats.len() < max {
+    if attempts.iter().filter(counted).count() < max {
         return t;
     }
+    let mut ats: Vec<i64> = attempts.iter().filter(counted).map(Attempt::at).collect();
     ats.sort_unstable();
     // Dropping the oldest `len - max + 1` leaves `max - 1`: free once ats[len - max] leaves.
     (ats[ats.len() - max] + window).max(t)
