@@ -1,0 +1,312 @@
+//! The embedded backend: one `redb` database file, ACID and crash-safe (copy-on-write B-trees,
+//! fsync on every commit). An append returns only after its transaction is durable, so an
+//! acknowledged event survives `kill -9` and power loss.
+
+use crate::{Appended, Delivered, EventLog, LogError, Position, Record, partition_for};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use tokio::sync::watch;
+
+const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
+const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("records");
+const ENDS: TableDefinition<(&str, u32), u64> = TableDefinition::new("ends");
+const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("offsets");
+const UNIQUE: TableDefinition<(&str, &str), (u32, u64)> = TableDefinition::new("unique");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+/// A durable log in one file.
+pub struct EmbeddedLog {
+    db: Database,
+    notify: watch::Sender<u64>,
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        let db = Database::create(path).map_err(storage)?;
+        // Create every table up front so readers never see a missing table.
+        let tx = db.begin_write().map_err(storage)?;
+        {
+            tx.open_table(TOPICS).map_err(storage)?;
+            tx.open_table(RECORDS).map_err(storage)?;
+            tx.open_table(ENDS).map_err(storage)?;
+            tx.open_table(OFFSETS).map_err(storage)?;
+            tx.open_table(UNIQUE).map_err(storage)?;
+            tx.open_table(META).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        let (notify, _) = watch::channel(0);
+        Ok(Self { db, notify })
+    }
+
+    /// Stores a named blob (snapshots, directories), durably.
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.open_table(META)
+            .map_err(storage)?
+            .insert(name, value)
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    /// A named blob.
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(META).map_err(storage)?;
+        Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    fn wake(&self) {
+        self.notify.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn topic_partitions(tx: &redb::WriteTransaction, topic: &str) -> Result<u32, LogError> {
+        let t = tx.open_table(TOPICS).map_err(storage)?;
+        let p = t.get(topic).map_err(storage)?.map(|v| v.value());
+        p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn append_in(
+        tx: &redb::WriteTransaction,
+        topic: &str,
+        partitions: u32,
+        record: &Record,
+    ) -> Result<Position, LogError> {
+        let partition = partition_for(&record.key, partitions);
+        let mut ends = tx.open_table(ENDS).map_err(storage)?;
+        let offset = ends
+            .get((topic, partition))
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let bytes = postcard::to_allocvec(record).map_err(storage)?;
+        tx.open_table(RECORDS)
+            .map_err(storage)?
+            .insert((topic, partition, offset), bytes.as_slice())
+            .map_err(storage)?;
+        ends.insert((topic, partition), offset + 1)
+            .map_err(storage)?;
+        Ok(Position { partition, offset })
+    }
+}
+
+impl EventLog for EmbeddedLog {
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        let partitions = partitions.max(1);
+        let tx = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = tx.open_table(TOPICS).map_err(storage)?;
+            let existing = t.get(topic).map_err(storage)?.map(|v| v.value());
+            match existing {
+                Some(p) if p == partitions => {}
+                Some(existing) => {
+                    return Err(LogError::PartitionMismatch {
+                        topic: topic.to_owned(),
+                        existing,
+                        requested: partitions,
+                    });
+                }
+                None => {
+                    t.insert(topic, partitions).map_err(storage)?;
+                }
+            }
+        }
+        tx.commit().map_err(storage)
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(TOPICS).map_err(storage)?;
+        let p = t.get(topic).map_err(storage)?.map(|v| v.value());
+        p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_write().map_err(storage)?;
+        let partitions = Self::topic_partitions(&tx, topic)?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(Self::append_in(&tx, topic, partitions, r)?);
+        }
+        tx.commit().map_err(storage)?;
+        self.wake();
+        Ok(out)
+    }
+
+    fn append_unique(
+        &self,
+        topic: &str,
+        unique: &str,
+        record: &Record,
+    ) -> Result<Appended, LogError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        let partitions = Self::topic_partitions(&tx, topic)?;
+        let seen = tx
+            .open_table(UNIQUE)
+            .map_err(storage)?
+            .get((topic, unique))
+            .map_err(storage)?
+            .map(|v| v.value());
+        if let Some((partition, offset)) = seen {
+            return Ok(Appended::Duplicate(Position { partition, offset }));
+        }
+        let pos = Self::append_in(&tx, topic, partitions, record)?;
+        tx.open_table(UNIQUE)
+            .map_err(storage)?
+            .insert((topic, unique), (pos.partition, pos.offset))
+            .map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        self.wake();
+        Ok(Appended::New(pos))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Delivered>, LogError> {
+        let partitions = self.partitions(topic)?;
+        if partition >= partitions {
+            return Err(LogError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            });
+        }
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(RECORDS).map_err(storage)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((topic, partition, from)..=(topic, partition, u64::MAX))
+            .map_err(storage)?
+            .take(max)
+        {
+            let (k, v) = item.map_err(storage)?;
+            let record: Record = postcard::from_bytes(v.value()).map_err(storage)?;
+            out.push(Delivered {
+                position: Position {
+                    partition,
+                    offset: k.value().2,
+                },
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(ENDS).map_err(storage)?;
+        Ok(t.get((topic, partition))
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn commit(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.open_table(OFFSETS)
+            .map_err(storage)?
+            .insert((group, topic, partition), next)
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, LogError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(OFFSETS).map_err(storage)?;
+        Ok(t.get((group, topic, partition))
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, v: &str) -> Record {
+        Record::new(key, v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn appends_survive_reopening_and_keys_keep_their_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.redb");
+        let positions = {
+            let log = EmbeddedLog::open(&path).expect("open");
+            log.create_topic("t", 4).expect("topic");
+            log.append("t", &[rec("a", "1"), rec("b", "2"), rec("a", "3")])
+                .expect("append")
+        };
+        assert_eq!(positions[0].partition, positions[2].partition);
+        assert!(positions[2].offset > positions[0].offset);
+        let log = EmbeddedLog::open(&path).expect("reopen");
+        let p = positions[0].partition;
+        let got = log.read("t", p, 0, 10).expect("read");
+        let values: Vec<_> = got
+            .iter()
+            .filter(|d| d.record.key == "a")
+            .map(|d| d.record.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"1".to_vec(), b"3".to_vec()]);
+        assert_eq!(log.end_offset("t", p).expect("end"), got.len() as u64);
+    }
+
+    #[test]
+    fn consumer_offsets_are_per_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("l")).expect("open");
+        log.create_topic("t", 1).expect("topic");
+        assert_eq!(log.committed("g", "t", 0).expect("c"), 0);
+        log.commit("g", "t", 0, 5).expect("commit");
+        assert_eq!(log.committed("g", "t", 0).expect("c"), 5);
+        assert_eq!(log.committed("h", "t", 0).expect("c"), 0);
+    }
+
+    #[test]
+    fn unique_appends_are_written_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("l")).expect("open");
+        log.create_topic("t", 2).expect("topic");
+        let first = log.append_unique("t", "evt-1", &rec("a", "x")).expect("1");
+        let again = log.append_unique("t", "evt-1", &rec("a", "y")).expect("2");
+        let Appended::New(pos) = first else {
+            panic!("first append must be new")
+        };
+        assert_eq!(again, Appended::Duplicate(pos));
+        assert_eq!(log.end_offset("t", pos.partition).expect("end"), 1);
+    }
+
+    #[test]
+    fn errors_name_the_topic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("l")).expect("open");
+        assert!(matches!(
+            log.append("nope", &[rec("a", "1")]),
+            Err(LogError::UnknownTopic(_))
+        ));
+        log.create_topic("t", 2).expect("topic");
+        assert!(matches!(
+            log.create_topic("t", 3),
+            Err(LogError::PartitionMismatch { .. })
+        ));
+        assert!(matches!(
+            log.read("t", 7, 0, 1),
+            Err(LogError::UnknownPartition { .. })
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! Tacto's event-log port.
+//!
+//! Topics split into partitions; records are keyed (by account id), and a key always lands in
+//! the same partition, so one account's history is ordered. Consumers read from an offset and
+//! commit the next offset to read per consumer group. [`EventLog`] is the port; [`embedded`] is
+//! the zero-setup durable backend on one machine (the Kafka backend implements the same trait).
+
+pub mod embedded;
+
+use serde::{Deserialize, Serialize};
+
+/// One record on a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Partitioning key (the account id).
+    pub key: String,
+    /// Payload (an Avro-encoded event).
+    pub value: Vec<u8>,
+    /// Headers (event id, type, source, time, `traceparent`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// A record with no headers.
+    pub fn new(key: impl Into<String>, value: Vec<u8>) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where a record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Partition.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+}
+
+/// A record read back, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Where it is.
+    pub position: Position,
+    /// The record.
+    pub record: Record,
+}
+
+/// Result of an append guarded by a unique key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Written now.
+    New(Position),
+    /// A record with the same unique key was written before, here.
+    Duplicate(Position),
+}
+
+/// Log failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The topic does not exist.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The topic exists with another partition count.
+    #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
+    PartitionMismatch {
+        /// Topic.
+        topic: String,
+        /// Its partitions.
+        existing: u32,
+        /// Requested.
+        requested: u32,
+    },
+    /// A partition outside the topic.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// The storage failed (disk full, corruption, IO).
+    #[error("log storage: {0}")]
+    Storage(String),
+}
+
+/// The partition of `key` among `partitions` (stable across processes and versions).
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
+
+/// The event-log port. Appends are durable when they return.
+pub trait EventLog: Send + Sync {
+    /// Creates a topic (idempotent for the same partition count).
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError>;
+    /// Partition count of a topic.
+    fn partitions(&self, topic: &str) -> Result<u32, LogError>;
+    /// Appends records (each to its key's partition) atomically and durably.
+    fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<Position>, LogError>;
+    /// Appends one record unless a record with the same `unique` key was appended before to
+    /// this topic; atomically with the check.
+    fn append_unique(
+        &self,
+        topic: &str,
+        unique: &str,
+        record: &Record,
+    ) -> Result<Appended, LogError>;
+    /// Up to `max` records of a partition from `from` on.
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Delivered>, LogError>;
+    /// The offset the next record of the partition will get.
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError>;
+    /// Commits `next` as the next offset `group` will read.
+    fn commit(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<(), LogError>;
+    /// The next offset `group` will read (0 when nothing was committed).
+    fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, LogError>;
+    /// A receiver that changes whenever anything is appended (to wake consumers).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+}
