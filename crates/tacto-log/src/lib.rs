@@ -6,6 +6,7 @@
 //! the zero-setup durable backend on one machine (the Kafka backend implements the same trait).
 
 pub mod embedded;
+pub mod events;
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod samples;
 pub mod synthetic;
 pub mod time;
+pub mod validate;
 
 pub use event::*;
 pub use ids::*;
