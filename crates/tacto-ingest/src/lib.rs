@@ -1,0 +1,509 @@
+//! Tacto's ingest service: the HTTP API (axum). Every fact becomes an event, validated, then
+//! appended durably to the log before the client gets `202 Accepted`. Duplicates (same event
+//! id, payment id or `Idempotency-Key`) are acknowledged with `200` and not written twice. Errors
+//! are RFC 9457 problem details naming the field; nothing is half-written.
+
+pub mod problem;
+pub mod webhook;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use problem::Problem;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tacto_log::{Appended, EventLog, events};
+use tacto_model::validate::validate_input;
+use tacto_model::*;
+
+/// What ingest needs to know about account state (served by decide).
+pub trait AccountView: Send + Sync {
+    /// The account's current state as JSON, if known.
+    fn account(&self, id: &str) -> Option<serde_json::Value>;
+    /// Whether decide has restored its state and is processing.
+    fn ready(&self) -> bool;
+}
+
+/// Ingest settings.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Accepted bearer API keys.
+    pub api_keys: Vec<String>,
+    /// Shared secret of signed payment webhooks; webhooks are refused when unset.
+    pub webhook_secret: Option<String>,
+    /// Allowed clock difference for signed webhooks, seconds.
+    pub webhook_tolerance_secs: i64,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            webhook_secret: None,
+            webhook_tolerance_secs: 300,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The ingest service's shared state.
+pub struct Ingest {
+    /// The log events go to.
+    pub log: Arc<dyn EventLog>,
+    /// Settings.
+    pub config: IngestConfig,
+    /// Account state, from decide.
+    pub view: Arc<dyn AccountView>,
+    /// The clock (injected so tests control time).
+    pub now: fn() -> Timestamp,
+}
+
+/// The system clock.
+pub fn system_now() -> Timestamp {
+    Timestamp::from(chrono::Utc::now())
+}
+
+type Shared = Arc<Ingest>;
+
+/// The HTTP API.
+pub fn router(ingest: Shared) -> Router {
+    let limit = ingest.config.max_body_bytes;
+    let authed = Router::new()
+        .route("/v1/accounts/{id}", put(put_account).get(get_account))
+        .route("/v1/accounts/{id}/timeline", get(get_timeline))
+        .route("/v1/payments", post(post_payment))
+        .route("/v1/promises", post(post_promise))
+        .route("/v1/disputes", post(post_dispute))
+        .route("/v1/opt-outs", post(post_opt_out))
+        .route("/v1/outcomes", post(post_outcome))
+        .route("/v1/events", post(post_event))
+        .route_layer(middleware::from_fn_with_state(ingest.clone(), require_key));
+    Router::new()
+        .merge(authed)
+        .route("/v1/webhooks/payments", post(post_payment_webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(ingest)
+}
+
+async fn require_key(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return Problem::unauthorized("send Authorization: Bearer <api key>").into_response();
+    };
+    let ok = s
+        .config
+        .api_keys
+        .iter()
+        .any(|k| bool::from(k.as_bytes().ct_eq(given.as_bytes())));
+    if ok {
+        next.run(req).await
+    } else {
+        Problem::unauthorized("unknown API key").into_response()
+    }
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.view.ready() {
+        "ready".into_response()
+    } else {
+        Problem::unavailable("decide is restoring its state").into_response()
+    }
+}
+
+/// Parses a JSON body, naming the offending field on error.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large(e.body_text())
+        } else {
+            Problem::malformed(e.body_text())
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Problem::malformed(format!("not valid JSON: {inner}"))
+        } else {
+            Problem::invalid(path, inner.to_string())
+        }
+    })
+}
+
+/// The acknowledgement of an accepted (or duplicate) event.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Ack {
+    /// The event's id.
+    pub event_id: String,
+    /// `accepted` or `duplicate`.
+    pub status: String,
+    /// Partition of the log it is in.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+}
+
+/// Validates and appends an event, once per `unique` key.
+async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Problem> {
+    validate_input(&e).map_err(|f| Problem::invalid(f.field, f.message))?;
+    let record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
+    let log = s.log.clone();
+    let appended =
+        tokio::task::spawn_blocking(move || log.append_unique(events::EVENTS, &unique, &record))
+            .await
+            .map_err(|err| Problem::unavailable(err.to_string()))?
+            .map_err(|err| {
+                tracing::error!(error = %err, "append failed");
+                Problem::unavailable("the event log is not available; nothing was written")
+            })?;
+    let (status, code, pos) = match appended {
+        Appended::New(p) => ("accepted", StatusCode::ACCEPTED, p),
+        Appended::Duplicate(p) => ("duplicate", StatusCode::OK, p),
+    };
+    tracing::info!(event_id = %e.id, kind = e.body.type_name(), status, "ingested");
+    let ack = Ack {
+        event_id: e.id.0,
+        status: status.into(),
+        partition: pos.partition,
+        offset: pos.offset,
+    };
+    Ok((code, axum::Json(ack)).into_response())
+}
+
+fn event(s: &Shared, id: String, account: String, at: Option<Timestamp>, body: EventBody) -> Event {
+    Event {
+        id: EventId(id),
+        occurred_at: at.unwrap_or_else(|| (s.now)()),
+        account_id: AccountId(account),
+        source: "api".into(),
+        body,
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_owned)
+}
+
+async fn put_account(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let raw = body.as_ref().map(|b| b.clone()).ok();
+    let data: AccountData = parse(body)?;
+    // The same body PUT twice is the same fact.
+    let digest = raw.map_or(0, |b| xxhash_rust::xxh3::xxh3_64(&b));
+    let key = idempotency_key(&headers).unwrap_or_else(|| format!("{id}:upsert:{digest:016x}"));
+    let e = event(&s, key.clone(), id, None, EventBody::AccountUpserted(data));
+    submit(&s, e, format!("key:{key}")).await
+}
+
+/// `POST /v1/payments` and the signed webhook.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentIn {
+    account_id: String,
+    payment_id: String,
+    amount_minor: i64,
+    currency: String,
+    #[serde(default)]
+    debt_id: Option<DebtId>,
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    paid_at: Option<Timestamp>,
+}
+
+fn payment_event(s: &Shared, p: PaymentIn, source: &str) -> (Event, String) {
+    let unique = format!("payment:{}", p.payment_id);
+    let mut e = event(
+        s,
+        unique.clone(),
+        p.account_id,
+        p.paid_at,
+        EventBody::PaymentReceived {
+            payment_id: p.payment_id,
+            debt_id: p.debt_id,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            method: p.method,
+        },
+    );
+    e.source = source.into();
+    (e, unique)
+}
+
+async fn post_payment(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let (e, unique) = payment_event(&s, parse(body)?, "api");
+    submit(&s, e, unique).await
+}
+
+async fn post_payment_webhook(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let Some(secret) = s.config.webhook_secret.clone() else {
+        return Err(Problem::not_found("payment webhooks are not configured"));
+    };
+    let bytes = body.map_err(|e| Problem::malformed(e.body_text()))?;
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    webhook::verify(
+        secret.as_bytes(),
+        h("X-Tacto-Timestamp"),
+        h("X-Tacto-Signature"),
+        &bytes,
+        (s.now)().as_micros() / 1_000_000,
+        s.config.webhook_tolerance_secs,
+    )
+    .map_err(|e| Problem::unauthorized(e.to_string()))?;
+    let (e, unique) = payment_event(&s, parse(Ok(bytes))?, "webhook:payments");
+    submit(&s, e, unique).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromiseIn {
+    account_id: String,
+    promise_id: String,
+    amount_minor: i64,
+    due_date: Date,
+    #[serde(default = "other_source")]
+    source: PromiseSource,
+}
+
+fn other_source() -> PromiseSource {
+    PromiseSource::Other
+}
+
+async fn post_promise(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let p: PromiseIn = parse(body)?;
+    let unique = format!("promise:{}", p.promise_id);
+    let e = event(
+        &s,
+        unique.clone(),
+        p.account_id,
+        None,
+        EventBody::PromiseMade {
+            promise_id: p.promise_id,
+            amount_minor: p.amount_minor,
+            due_date: p.due_date,
+            promise_source: p.source,
+        },
+    );
+    submit(&s, e, unique).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisputeIn {
+    account_id: String,
+    dispute_id: String,
+    reason: DisputeReason,
+    #[serde(default)]
+    note: String,
+}
+
+async fn post_dispute(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let d: DisputeIn = parse(body)?;
+    let unique = format!("dispute:{}", d.dispute_id);
+    let e = event(
+        &s,
+        unique.clone(),
+        d.account_id,
+        None,
+        EventBody::DisputeOpened {
+            dispute_id: d.dispute_id,
+            reason: d.reason,
+            note: d.note,
+        },
+    );
+    submit(&s, e, unique).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptOutIn {
+    account_id: String,
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    via: String,
+}
+
+async fn post_opt_out(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let raw = body
+        .as_ref()
+        .map(|b| xxhash_rust::xxh3::xxh3_64(b))
+        .unwrap_or(0);
+    let o: OptOutIn = parse(body)?;
+    let key =
+        idempotency_key(&headers).unwrap_or_else(|| format!("{}:opt-out:{raw:016x}", o.account_id));
+    let e = event(
+        &s,
+        key.clone(),
+        o.account_id,
+        None,
+        EventBody::OptedOut {
+            channel: o.channel,
+            via: o.via,
+        },
+    );
+    submit(&s, e, format!("key:{key}")).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeIn {
+    account_id: String,
+    #[serde(default)]
+    job_id: Option<JobId>,
+    channel: Channel,
+    status: OutcomeStatus,
+    #[serde(default)]
+    conversation: bool,
+    #[serde(default)]
+    inbound: bool,
+    #[serde(default)]
+    at: Option<Timestamp>,
+}
+
+async fn post_outcome(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let raw = body
+        .as_ref()
+        .map(|b| xxhash_rust::xxh3::xxh3_64(b))
+        .unwrap_or(0);
+    let o: OutcomeIn = parse(body)?;
+    let key =
+        idempotency_key(&headers).unwrap_or_else(|| format!("{}:outcome:{raw:016x}", o.account_id));
+    let e = event(
+        &s,
+        key.clone(),
+        o.account_id,
+        o.at,
+        EventBody::ContactOutcome {
+            job_id: o.job_id,
+            channel: o.channel,
+            status: o.status,
+            conversation: o.conversation,
+            inbound: o.inbound,
+        },
+    );
+    submit(&s, e, format!("key:{key}")).await
+}
+
+async fn post_event(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let e: Event = parse(body)?;
+    let unique = format!("event:{}", e.id);
+    submit(&s, e, unique).await
+}
+
+async fn get_account(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
+    match s.view.account(&id) {
+        Some(v) => Ok(axum::Json(v).into_response()),
+        None => Err(Problem::not_found(format!("no account {id:?}"))),
+    }
+}
+
+/// One line of a timeline.
+#[derive(Serialize)]
+struct TimelineItem {
+    time: Timestamp,
+    kind: &'static str,
+    source: String,
+    event: Event,
+}
+
+async fn get_timeline(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let log = s.log.clone();
+    let key = id.clone();
+    let items = tokio::task::spawn_blocking(move || timeline(&*log, &key))
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    if items.is_empty() {
+        return Err(Problem::not_found(format!("no events for account {id:?}")));
+    }
+    Ok(axum::Json(items).into_response())
+}
+
+/// Every event and decision of an account, in time order (inputs before the decisions they
+/// caused), each decision once.
+fn timeline(log: &dyn EventLog, id: &str) -> Result<Vec<TimelineItem>, tacto_log::LogError> {
+    let mut out: Vec<TimelineItem> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for topic in [events::EVENTS, events::DECISIONS] {
+        let partitions = log.partitions(topic)?;
+        let p = tacto_log::partition_for(id, partitions);
+        let mut from = 0;
+        loop {
+            let batch = log.read(topic, p, from, 1024)?;
+            let Some(last) = batch.last() else { break };
+            from = last.position.offset + 1;
+            for d in batch.iter().filter(|d| d.record.key == id) {
+                if let Ok(e) = events::from_record(&d.record)
+                    && seen.insert(e.id.0.clone())
+                {
+                    out.push(TimelineItem {
+                        time: e.occurred_at,
+                        kind: e.body.type_name(),
+                        source: e.source.clone(),
+                        event: e,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|i| (i.time, i.event.is_decision()));
+    Ok(out)
+}

@@ -1,0 +1,216 @@
+//! The HTTP API against a real embedded log, through the router (no network).
+#![allow(missing_docs)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use std::sync::Arc;
+use tacto_ingest::{AccountView, Ingest, IngestConfig, router, webhook};
+use tacto_log::embedded::EmbeddedLog;
+use tacto_log::{EventLog, events};
+use tacto_model::Timestamp;
+use tower::ServiceExt;
+
+struct NoView;
+impl AccountView for NoView {
+    fn account(&self, _: &str) -> Option<serde_json::Value> {
+        None
+    }
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+fn fixed_now() -> Timestamp {
+    Timestamp::parse("2026-11-16T15:00:00Z").unwrap_or(Timestamp::from_micros(0))
+}
+
+struct Api {
+    app: axum::Router,
+    log: Arc<EmbeddedLog>,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
+    events::create_topics(&*log, 2).expect("topics");
+    let ingest = Ingest {
+        log: log.clone(),
+        config: IngestConfig {
+            api_keys: vec!["k1".into()],
+            webhook_secret: Some("whsec".into()),
+            webhook_tolerance_secs: 300,
+            max_body_bytes: 4096,
+        },
+        view: Arc::new(NoView),
+        now: fixed_now,
+    };
+    Api {
+        app: router(Arc::new(ingest)),
+        log,
+        _dir: dir,
+    }
+}
+
+async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String, serde_json::Value) {
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, ctype, json)
+}
+
+fn post(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("authorization", "Bearer k1")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+fn events_written(log: &EmbeddedLog) -> u64 {
+    (0..2)
+        .map(|p| log.end_offset(events::EVENTS, p).unwrap_or(0))
+        .sum()
+}
+
+const PAYMENT: &str =
+    r#"{"account_id": "A-1", "payment_id": "bank-9", "amount_minor": 1000, "currency": "USD"}"#;
+
+#[tokio::test]
+async fn a_payment_is_accepted_once() {
+    let a = api();
+    let (status, _, ack) = call(&a.app, post("/v1/payments", PAYMENT)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+    assert_eq!(ack["status"], "accepted");
+    let (status, _, ack) = call(&a.app, post("/v1/payments", PAYMENT)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ack["status"], "duplicate");
+    assert_eq!(events_written(&a.log), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_the_field_and_writes_nothing() {
+    let a = api();
+    let cases = [
+        (
+            r#"{"account_id": "A-1", "payment_id": "p", "amount_minor": 0, "currency": "USD"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("body.payment_received.amount_minor"),
+        ),
+        (
+            r#"{"account_id": "A-1", "payment_id": "p", "amount_minor": 5, "currency": "usd"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("body.payment_received.currency"),
+        ),
+        (
+            r#"{"account_id": "A-1", "payment_id": "p", "amount_minor": "5", "currency": "USD"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("amount_minor"),
+        ),
+        (
+            r#"{"account_id": "A-1", "payment_id": "p", "currency": "USD"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
+        (
+            r#"{"account_id": "A-1", "payment_id": "p", "amount_minor": 5, "currency": "USD", "extra": 1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
+        (r#"{"account_id": "#, StatusCode::BAD_REQUEST, None),
+    ];
+    for (body, want, field) in cases {
+        let (status, ctype, problem) = call(&a.app, post("/v1/payments", body)).await;
+        assert_eq!(status, want, "{body}: {problem}");
+        assert_eq!(ctype, "application/problem+json");
+        assert_eq!(problem["status"], want.as_u16());
+        if let Some(f) = field {
+            assert_eq!(problem["field"], f, "{problem}");
+        }
+    }
+    let big = format!(r#"{{"account_id": "{}"}}"#, "x".repeat(10_000));
+    let (status, ctype, _) = call(&a.app, post("/v1/payments", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(events_written(&a.log), 0);
+}
+
+#[tokio::test]
+async fn requests_without_a_known_key_are_refused() {
+    let a = api();
+    let mut req = post("/v1/payments", PAYMENT);
+    req.headers_mut().remove("authorization");
+    assert_eq!(call(&a.app, req).await.0, StatusCode::UNAUTHORIZED);
+    let mut req = post("/v1/payments", PAYMENT);
+    req.headers_mut()
+        .insert("authorization", "Bearer nope".parse().expect("header"));
+    assert_eq!(call(&a.app, req).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(events_written(&a.log), 0);
+}
+
+fn signed(body: &str, ts: i64, secret: &[u8]) -> Request<Body> {
+    Request::post("/v1/webhooks/payments")
+        .header("content-type", "application/json")
+        .header("X-Tacto-Timestamp", ts.to_string())
+        .header(
+            "X-Tacto-Signature",
+            webhook::sign(secret, ts, body.as_bytes()),
+        )
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn signed_webhooks_are_verified_and_replays_change_nothing() {
+    let a = api();
+    let now = fixed_now().as_micros() / 1_000_000;
+    let (status, _, p) = call(&a.app, signed(PAYMENT, now, b"wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
+    let (status, _, _) = call(&a.app, signed(PAYMENT, now - 3_600, b"whsec")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an hour-old delivery is a replay"
+    );
+    assert_eq!(events_written(&a.log), 0);
+    let (status, _, _) = call(&a.app, signed(PAYMENT, now, b"whsec")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, ack) = call(&a.app, signed(PAYMENT, now + 5, b"whsec")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ack["status"], "duplicate");
+    assert_eq!(events_written(&a.log), 1);
+}
+
+#[tokio::test]
+async fn an_account_upsert_is_idempotent_and_decisions_are_refused() {
+    let a = api();
+    let body = r#"{"person_id": "p", "currency": "USD",
+        "debts": [{"debt_id": "d", "balance_minor": 100, "due_date": "2026-11-01"}],
+        "jurisdiction": {"country": "US", "subdivision": "US-NY"},
+        "contact_points": [{"id": "m", "channel": "sms", "address": "+12125550100", "consent": true}]}"#;
+    let put = || {
+        Request::put("/v1/accounts/A-1")
+            .header("authorization", "Bearer k1")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    assert_eq!(call(&a.app, put()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(call(&a.app, put()).await.0, StatusCode::OK);
+    let decision = serde_json::json!({
+        "id": "x", "occurred_at": "2026-11-16T15:00:00Z", "account_id": "A-1",
+        "body": {"promise_kept": {"promise_id": "p", "decision": {"policy_version": "v", "reasons": []}}}
+    });
+    let (status, _, p) = call(&a.app, post("/v1/events", &decision.to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["field"], "body");
+    assert_eq!(events_written(&a.log), 1);
+}
