@@ -50,7 +50,7 @@ pub mod flag {
 }
 
 /// A contact point as kept in state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     /// Id within the account.
     pub id: CompactString,
@@ -65,7 +65,7 @@ pub struct Point {
 }
 
 /// One debt's balance.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DebtState {
     /// Debt id.
     pub id: CompactString,
@@ -77,7 +77,7 @@ pub struct DebtState {
 
 /// The parts of a profile that many accounts share (same currency, product, language and
 /// place); [`crate::store::AccountStore`] keeps one copy of each distinct value.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Place {
     /// Currency code.
     pub currency: CompactString,
@@ -96,7 +96,7 @@ pub struct Place {
 }
 
 /// What the system of record says about the customer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
     /// Currency, product, language, jurisdiction and zones (shared between accounts).
     pub place: Arc<Place>,
@@ -133,7 +133,7 @@ impl Profile {
 }
 
 /// A pending promise to pay.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Promise {
     /// Promise id.
     pub id: CompactString,
@@ -146,7 +146,7 @@ pub struct Promise {
 }
 
 /// An open dispute.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dispute {
     /// Dispute id.
     pub id: CompactString,
@@ -157,7 +157,7 @@ pub struct Dispute {
 }
 
 /// A payment remembered: applied once by id, and re-applied over an older snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PaymentMemo {
     /// When it was paid (micros).
     pub at: i64,
@@ -170,7 +170,7 @@ pub struct PaymentMemo {
 }
 
 /// A deferred job waiting for its window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Deferral {
     /// The job.
     pub key: JobKey,
@@ -179,7 +179,7 @@ pub struct Deferral {
 }
 
 /// The rarer parts of an account's state, allocated only when one is present.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extras {
     /// Pending promise.
     pub promise: Option<Promise>,
@@ -201,7 +201,7 @@ impl Extras {
 }
 
 /// The state of one account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     /// Account id.
     pub id: CompactString,

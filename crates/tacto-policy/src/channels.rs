@@ -3,7 +3,9 @@
 use tacto_model::Channel;
 
 /// A set of [`Channel`]s.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ChannelSet(u8);
 
 impl ChannelSet {

@@ -16,7 +16,9 @@ pub const MAX_WINDOW_HOURS: u32 = 192;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 /// Position of a job in an account's cadence: which cycle, which step, which attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct JobKey {
     /// Cadence cycle (a new one starts after a broken promise or a re-opening).
     pub cycle: u16,
@@ -88,7 +90,7 @@ pub fn micros(minutes: u32) -> i64 {
 }
 
 /// One contact attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
     /// Minutes since the epoch, rounded up: the latest possible send while the result is
     /// unknown, the outcome's time once known.

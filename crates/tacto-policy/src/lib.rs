@@ -13,6 +13,7 @@ pub mod account;
 pub mod audit;
 pub mod channels;
 pub mod decide;
+pub mod engine;
 pub mod holidays;
 pub mod ledger;
 pub mod pack;

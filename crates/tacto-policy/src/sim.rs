@@ -4,9 +4,8 @@
 //! portfolio replays in seconds and the same input always gives the same output.
 
 use crate::account::Account;
-use crate::decide::settle;
+use crate::engine::Engine;
 use crate::policy::Policy;
-use crate::store::AccountStore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use tacto_model::{AccountId, Channel, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp};
@@ -81,9 +80,7 @@ fn simulated_outcome(job: &JobId, channel: Channel) -> (OutcomeStatus, bool, i64
 /// Accounts, timers and a simulated provider on a simulated clock.
 pub struct Simulator<'p> {
     policy: &'p Policy,
-    accounts: AccountStore,
-    timers: BinaryHeap<Reverse<(Timestamp, AccountId)>>,
-    wakes: HashMap<AccountId, Timestamp>,
+    engine: Engine,
     outcomes: BinaryHeap<Reverse<(Timestamp, u64)>>,
     pending: HashMap<u64, Event>,
     by_job: HashMap<JobId, u64>,
@@ -103,9 +100,7 @@ impl<'p> Simulator<'p> {
     pub fn new(policy: &'p Policy, provider: bool, record: bool) -> Self {
         Self {
             policy,
-            accounts: AccountStore::new(),
-            timers: BinaryHeap::new(),
-            wakes: HashMap::new(),
+            engine: Engine::new(),
             outcomes: BinaryHeap::new(),
             pending: HashMap::new(),
             by_job: HashMap::new(),
@@ -125,12 +120,12 @@ impl<'p> Simulator<'p> {
 
     /// An account's state.
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
-        self.accounts.get(id.as_str())
+        self.engine.store.get(id.as_str())
     }
 
     /// Every account.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.iter()
+        self.engine.store.iter()
     }
 
     /// Feeds an input event: time first moves to its `occurred_at` (firing timers and provider
@@ -143,43 +138,27 @@ impl<'p> Simulator<'p> {
     }
 
     fn input(&mut self, e: Event) -> Vec<Event> {
-        let id = e.account_id.clone();
-        if !self.accounts.apply(&e) {
+        let Some(outputs) = self.engine.input(&e, self.now, self.policy) else {
             return Vec::new();
-        }
+        };
         self.observe(&e);
         if self.record {
             self.log.push(e);
         }
-        self.decide(&id)
+        self.outputs(outputs)
     }
 
-    fn decide(&mut self, id: &AccountId) -> Vec<Event> {
-        let d = settle(
-            self.accounts.get_or_create(id.as_str()),
-            self.now,
-            self.policy,
-        );
-        match d.next_wake {
-            Some(w) => {
-                if self.wakes.insert(id.clone(), w) != Some(w) {
-                    self.timers.push(Reverse((w, id.clone())));
-                }
-            }
-            None => {
-                self.wakes.remove(id);
-            }
-        }
-        for e in &d.events {
+    fn outputs(&mut self, events: Vec<Event>) -> Vec<Event> {
+        for e in &events {
             self.observe(e);
             if self.provider {
                 self.answer(e);
             }
         }
         if self.record {
-            self.log.extend(d.events.iter().cloned());
+            self.log.extend(events.iter().cloned());
         }
-        d.events
+        events
     }
 
     fn observe(&mut self, e: &Event) {
@@ -239,7 +218,7 @@ impl<'p> Simulator<'p> {
     /// order.
     pub fn advance_to(&mut self, t: Timestamp) {
         loop {
-            let timer = self.timers.peek().map(|Reverse((w, _))| *w);
+            let timer = self.engine.peek();
             let outcome = self.outcomes.peek().map(|Reverse((w, _))| *w);
             let next = match (timer, outcome) {
                 (Some(a), Some(b)) => a.min(b),
@@ -270,11 +249,8 @@ impl<'p> Simulator<'p> {
                 }
                 continue;
             }
-            if let Some(Reverse((w, id))) = self.timers.pop()
-                && self.wakes.get(&id) == Some(&w)
-            {
-                self.wakes.remove(&id);
-                self.decide(&id);
+            if let Some(events) = self.engine.fire_next(self.now, self.policy) {
+                self.outputs(events);
             }
         }
         self.now = self.now.max(t);

@@ -14,7 +14,7 @@ use tacto_model::{Channel, ReasonCode, Timestamp};
 pub type Interval = (i64, i64);
 
 /// A local range the customer declared inconvenient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InconvenientRange {
     /// Minutes since local midnight, `[start, end)`.
     pub minutes: MinuteRange,
