@@ -43,23 +43,6 @@ impl EmbeddedLog {
         Ok(Self { db, notify })
     }
 
-    /// Stores a named blob (snapshots, directories), durably.
-    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
-        let tx = self.db.begin_write().map_err(storage)?;
-        tx.open_table(META)
-            .map_err(storage)?
-            .insert(name, value)
-            .map_err(storage)?;
-        tx.commit().map_err(storage)
-    }
-
-    /// A named blob.
-    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(META).map_err(storage)?;
-        Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
-    }
-
     fn wake(&self) {
         self.notify.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -231,6 +214,21 @@ impl EventLog for EmbeddedLog {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        tx.open_table(META)
+            .map_err(storage)?
+            .insert(name, value)
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let t = tx.open_table(META).map_err(storage)?;
+        Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
     }
 }
 

@@ -133,4 +133,8 @@ pub trait EventLog: Send + Sync {
     fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, LogError>;
     /// A receiver that changes whenever anything is appended (to wake consumers).
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Stores a named blob (a service's snapshot, a dispatch attempt record), durably.
+    fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError>;
+    /// A named blob.
+    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError>;
 }

@@ -1,6 +1,7 @@
 //! `tacto`: the command line.
 
 mod demo;
+mod run;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ingest, decide and dispatch in one process on the embedded durable log (the HTTP API).
+    Run(run::Args),
     /// A synthetic portfolio through a fast-forwarded month, with a summary and an audit.
     Demo(demo::Args),
     /// Runs the real decision logic on a simulated clock over a file of events.
@@ -40,6 +43,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(&args),
         Command::Simulate {
             events,

@@ -1,0 +1,357 @@
+//! Tacto's decide service: consumes the events topic, folds every event into its account's
+//! state, decides (policy, packs, timers) and appends the decisions: all of them to the
+//! decisions topic, jobs and recalls also to the contacts topic. Processing is at-least-once and
+//! idempotent: offsets are committed only after the decisions are durable, and a replayed event
+//! is recognised by the account state. Restart = the last snapshot plus the tail of the log.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tacto_log::{EventLog, LogError, Record, events};
+use tacto_model::validate::validate_input;
+use tacto_model::{Channel, Event, EventBody, Timestamp};
+use tacto_policy::engine::Engine;
+use tacto_policy::store::AccountStore;
+use tacto_policy::{Account, Policy};
+
+/// Decide settings.
+#[derive(Clone, Debug)]
+pub struct DecideConfig {
+    /// Consumer group name (offsets).
+    pub group: String,
+    /// Records read per partition per step.
+    pub batch: usize,
+    /// Snapshot after this many events…
+    pub snapshot_every_events: u64,
+    /// …or this much time, whichever comes first (when anything changed).
+    pub snapshot_interval: Duration,
+}
+
+impl Default for DecideConfig {
+    fn default() -> Self {
+        Self {
+            group: "tacto-decide".into(),
+            batch: 512,
+            snapshot_every_events: 50_000,
+            snapshot_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Decide failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A snapshot could not be written or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// One contact address (personal data: kept out of account state and logs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Contact point id.
+    pub point_id: String,
+    /// Channel.
+    pub channel: Channel,
+    /// Phone or email.
+    pub address: String,
+}
+
+/// State shared with ingest (account views) and dispatch (last look, addresses).
+#[derive(Default)]
+pub struct DecideState {
+    /// Accounts and timers.
+    pub engine: RwLock<Engine>,
+    /// Addresses by account id.
+    pub directory: RwLock<HashMap<String, Vec<Address>>>,
+    ready: AtomicBool,
+}
+
+impl DecideState {
+    /// An account's state (a copy).
+    pub fn account(&self, id: &str) -> Option<Account> {
+        self.engine.read().ok()?.store.get(id).cloned()
+    }
+
+    /// The address of an account's contact point.
+    pub fn address(&self, account: &str, point: &str, channel: Channel) -> Option<String> {
+        self.directory
+            .read()
+            .ok()?
+            .get(account)?
+            .iter()
+            .find(|a| a.point_id == point && a.channel == channel)
+            .map(|a| a.address.clone())
+    }
+}
+
+impl tacto_ingest::AccountView for DecideState {
+    fn account(&self, id: &str) -> Option<serde_json::Value> {
+        let a = DecideState::account(self, id)?;
+        let queued: Vec<String> = a.queued().map(|q| q.key.job_id(a.id.as_str()).0).collect();
+        let mut v = serde_json::to_value(&a).ok()?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("queued_jobs".into(), serde_json::json!(queued));
+            o.remove("recent");
+        }
+        Some(v)
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    offsets: Vec<u64>,
+    accounts: Vec<Account>,
+    wakes: Vec<(String, Timestamp)>,
+    directory: Vec<(String, Vec<Address>)>,
+}
+
+const SNAPSHOT: &str = "decide/snapshot";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The decide service.
+pub struct Decide {
+    log: Arc<dyn EventLog>,
+    policy: Arc<Policy>,
+    config: DecideConfig,
+    /// Shared state.
+    pub state: Arc<DecideState>,
+    offsets: Vec<u64>,
+    since_snapshot: u64,
+    last_snapshot: Instant,
+}
+
+fn addresses(e: &Event) -> Option<Vec<Address>> {
+    match &e.body {
+        EventBody::AccountUpserted(d) => Some(
+            d.contact_points
+                .iter()
+                .map(|p| Address {
+                    point_id: p.id.clone(),
+                    channel: p.channel,
+                    address: p.address.clone(),
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+impl Decide {
+    /// Restores from the last snapshot (or from the start of the log when there is none).
+    pub fn restore(
+        log: Arc<dyn EventLog>,
+        policy: Arc<Policy>,
+        config: DecideConfig,
+    ) -> Result<Self, DecideError> {
+        let partitions = log.partitions(events::EVENTS)? as usize;
+        let state = Arc::new(DecideState::default());
+        let mut offsets = vec![0; partitions];
+        if let Some(bytes) = log.get_blob(SNAPSHOT)? {
+            let snap: Snapshot = postcard::from_bytes(&bytes)
+                .map_err(|e| DecideError::Snapshot(format!("unreadable snapshot: {e}")))?;
+            if snap.version != SNAPSHOT_VERSION || snap.offsets.len() != partitions {
+                return Err(DecideError::Snapshot(format!(
+                    "snapshot version {} with {} partitions does not match this build ({SNAPSHOT_VERSION}, {partitions})",
+                    snap.version,
+                    snap.offsets.len()
+                )));
+            }
+            let mut store = AccountStore::with_capacity(snap.accounts.len());
+            let n = snap.accounts.len();
+            for a in snap.accounts {
+                store.insert(a);
+            }
+            offsets = snap.offsets;
+            if let Ok(mut engine) = state.engine.write() {
+                *engine = Engine::restore(store, snap.wakes);
+            }
+            if let Ok(mut dir) = state.directory.write() {
+                *dir = snap.directory.into_iter().collect();
+            }
+            tracing::info!(accounts = n, ?offsets, "restored from snapshot");
+        }
+        Ok(Self {
+            log,
+            policy,
+            config,
+            state,
+            offsets,
+            since_snapshot: 0,
+            last_snapshot: Instant::now(),
+        })
+    }
+
+    /// Processes what is available now: new events of every partition (a batch each) and due
+    /// timers. Returns how many events it consumed.
+    pub fn step(&mut self, now: Timestamp) -> Result<usize, DecideError> {
+        let mut outputs: Vec<Event> = Vec::new();
+        let mut dead: Vec<Record> = Vec::new();
+        let mut consumed = 0;
+        let mut advanced = Vec::new();
+        {
+            let mut engine = self
+                .state
+                .engine
+                .write()
+                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            for p in 0..self.offsets.len() {
+                let batch =
+                    self.log
+                        .read(events::EVENTS, p as u32, self.offsets[p], self.config.batch)?;
+                for d in &batch {
+                    consumed += 1;
+                    let event = events::from_record(&d.record)
+                        .map_err(|e| e.to_string())
+                        .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
+                    match event {
+                        Ok(e) => {
+                            if let Some(a) = addresses(&e)
+                                && let Ok(mut dir) = self.state.directory.write()
+                            {
+                                dir.insert(e.account_id.0.clone(), a);
+                            }
+                            if let Some(out) = engine.input(&e, now, &self.policy) {
+                                outputs.extend(out);
+                            }
+                        }
+                        Err(why) => {
+                            tracing::warn!(partition = p, offset = d.position.offset, error = %why, "dead letter");
+                            dead.push(events::dead_letter(&d.record, &why));
+                        }
+                    }
+                }
+                if let Some(last) = batch.last() {
+                    self.offsets[p] = last.position.offset + 1;
+                    advanced.push(p);
+                }
+            }
+            outputs.extend(engine.fire_due(now, &self.policy));
+        }
+        self.publish(&outputs, &dead)?;
+        for p in advanced {
+            self.log.commit(
+                &self.config.group,
+                events::EVENTS,
+                p as u32,
+                self.offsets[p],
+            )?;
+        }
+        self.since_snapshot += consumed as u64 + outputs.len() as u64;
+        if self.since_snapshot > 0
+            && (self.since_snapshot >= self.config.snapshot_every_events
+                || self.last_snapshot.elapsed() >= self.config.snapshot_interval)
+        {
+            self.snapshot()?;
+        }
+        Ok(consumed)
+    }
+
+    fn publish(&self, outputs: &[Event], dead: &[Record]) -> Result<(), DecideError> {
+        let mut decisions = Vec::with_capacity(outputs.len());
+        let mut contacts = Vec::new();
+        for e in outputs {
+            let r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
+            if matches!(
+                e.body,
+                EventBody::ContactScheduled(_) | EventBody::JobsRecalled { .. }
+            ) {
+                contacts.push(r.clone());
+            }
+            decisions.push(r);
+        }
+        // Decisions first: the audit trail never misses a job dispatch has seen.
+        self.log.append(events::DECISIONS, &decisions)?;
+        self.log.append(events::CONTACTS, &contacts)?;
+        self.log.append(events::DEAD_LETTERS, dead)?;
+        Ok(())
+    }
+
+    /// Writes a snapshot of every account, timer and address with the offsets it covers.
+    pub fn snapshot(&mut self) -> Result<(), DecideError> {
+        let snap = {
+            let engine = self
+                .state
+                .engine
+                .read()
+                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            let directory = self
+                .state
+                .directory
+                .read()
+                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            Snapshot {
+                version: SNAPSHOT_VERSION,
+                offsets: self.offsets.clone(),
+                accounts: engine.store.iter().cloned().collect(),
+                wakes: engine.wakes(),
+                directory: directory
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        };
+        let bytes =
+            postcard::to_allocvec(&snap).map_err(|e| DecideError::Snapshot(e.to_string()))?;
+        self.log.put_blob(SNAPSHOT, &bytes)?;
+        tracing::info!(
+            accounts = snap.accounts.len(),
+            bytes = bytes.len(),
+            "snapshot written"
+        );
+        self.since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true, then writes a last snapshot.
+    pub async fn run(
+        mut self,
+        clock: fn() -> Timestamp,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), DecideError> {
+        let mut changes = self.log.changes();
+        self.state.ready.store(true, Ordering::Release);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let consumed = match tokio::task::block_in_place(|| self.step(clock())) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "decide step failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if consumed > 0 {
+                continue;
+            }
+            let next = self
+                .state
+                .engine
+                .read()
+                .ok()
+                .and_then(|e| e.peek())
+                .map(|w| w.since(clock()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(next) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tokio::task::block_in_place(|| self.snapshot())
+    }
+}

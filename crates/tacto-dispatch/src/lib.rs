@@ -1,0 +1,408 @@
+//! Tacto's dispatch service: consumes the contacts topic and turns each job into a provider
+//! call, and each recall into a cancellation.
+//!
+//! For every job, in order: skip it if it was ever handled before (a job is never sent twice,
+//! not even after a crash); wait for the channel's rate limit, but never past the job's
+//! `not_after` (then it is handed back as not sent); take a last look (holds, opt-outs, quiet
+//! hours and caps re-checked at send time); record the attempt durably; call the adapter;
+//! report the outcome as an event. A recall cancels a job not yet attempted and confirms it
+//! (`not_sent`); a job already attempted cannot be recalled and is reported so.
+
+pub mod sink;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tacto_decide::DecideState;
+use tacto_log::{EventLog, LogError, events};
+use tacto_model::{
+    AccountId, Channel, ContactJob, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp,
+};
+use tacto_policy::{Policy, last_look};
+
+pub use sink::{Adapter, FileSink, Message, SendError};
+
+/// Dispatch settings.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Consumer group name.
+    pub group: String,
+    /// Sends per second per channel (transport limits of the provider account; fractions
+    /// allowed, e.g. 0.5 = one every two seconds).
+    pub rate_per_second: BTreeMap<Channel, f64>,
+    /// Attempts for a failing provider call (retryable errors only).
+    pub max_tries: u32,
+    /// First retry delay (doubles each time).
+    pub backoff: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            group: "tacto-dispatch".into(),
+            rate_per_second: BTreeMap::from([
+                (Channel::Sms, 50.0),
+                (Channel::Email, 100.0),
+                (Channel::Voice, 20.0),
+            ]),
+            max_tries: 4,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What happened to a job at dispatch, kept durably per job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobState {
+    /// The provider is being called (if we crash now, the result is unknown: never re-send).
+    Attempting,
+    /// The provider accepted it.
+    Sent,
+    /// Not sent: recalled, refused by the last look, or expired.
+    NotSent,
+    /// The provider refused it.
+    Failed,
+}
+
+impl JobState {
+    fn as_bytes(self) -> &'static [u8] {
+        match self {
+            JobState::Attempting => b"attempting",
+            JobState::Sent => b"sent",
+            JobState::NotSent => b"not_sent",
+            JobState::Failed => b"failed",
+        }
+    }
+
+    fn parse(b: &[u8]) -> Option<Self> {
+        Some(match b {
+            b"attempting" => JobState::Attempting,
+            b"sent" => JobState::Sent,
+            b"not_sent" => JobState::NotSent,
+            b"failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// The dispatch service.
+pub struct Dispatch {
+    inner: Arc<Inner>,
+    offsets: Vec<u64>,
+}
+
+/// What the dispatcher and its per-job tasks share.
+struct Inner {
+    log: Arc<dyn EventLog>,
+    policy: Arc<Policy>,
+    decide: Arc<DecideState>,
+    adapter: Arc<Adapter>,
+    config: DispatchConfig,
+    limiters: BTreeMap<Channel, DefaultDirectRateLimiter>,
+    /// Serialises job state transitions: a recall and a send never both win.
+    transitions: tokio::sync::Mutex<()>,
+}
+
+fn job_blob(job: &JobId) -> String {
+    format!("dispatch/job/{job}")
+}
+
+impl Dispatch {
+    /// A dispatcher starting from the group's committed offsets.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        policy: Arc<Policy>,
+        decide: Arc<DecideState>,
+        adapter: Arc<Adapter>,
+        config: DispatchConfig,
+    ) -> Result<Self, LogError> {
+        let partitions = log.partitions(events::CONTACTS)?;
+        let offsets = (0..partitions)
+            .map(|p| log.committed(&config.group, events::CONTACTS, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let limiters = config
+            .rate_per_second
+            .iter()
+            .filter(|(_, r)| **r > 0.0 && r.is_finite())
+            .filter_map(|(c, r)| {
+                let period = Duration::from_secs_f64(1.0 / r);
+                Quota::with_period(period)
+                    .map(|q| (*c, RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                log,
+                policy,
+                decide,
+                adapter,
+                config,
+                limiters,
+                transitions: tokio::sync::Mutex::new(()),
+            }),
+            offsets,
+        })
+    }
+}
+
+impl Inner {
+    fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError> {
+        Ok(self
+            .log
+            .get_blob(&job_blob(job))?
+            .and_then(|b| JobState::parse(&b)))
+    }
+
+    fn set_state(&self, job: &JobId, s: JobState) -> Result<(), LogError> {
+        self.log.put_blob(&job_blob(job), s.as_bytes())
+    }
+
+    fn report(
+        &self,
+        account: &AccountId,
+        job: &JobId,
+        channel: Channel,
+        status: OutcomeStatus,
+        now: Timestamp,
+    ) -> Result<(), LogError> {
+        let e = Event {
+            id: EventId(format!("{job}:dispatch:{status:?}")),
+            occurred_at: now,
+            account_id: account.clone(),
+            source: "dispatch".into(),
+            body: EventBody::ContactOutcome {
+                job_id: Some(job.clone()),
+                channel,
+                status,
+                conversation: false,
+                inbound: false,
+            },
+        };
+        let record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
+        self.log.append(events::EVENTS, &[record])?;
+        Ok(())
+    }
+
+    async fn handle_job(
+        &self,
+        account: &AccountId,
+        job: &ContactJob,
+        clock: fn() -> Timestamp,
+    ) -> Result<(), LogError> {
+        if self.state(&job.job_id)?.is_some() {
+            return Ok(()); // handled before (a replay, or attempted before a crash)
+        }
+        // Transport rate limit, but never past the job's window.
+        if let Some(limiter) = self.limiters.get(&job.channel) {
+            let left = job
+                .not_after
+                .since(clock())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if tokio::time::timeout(left, limiter.until_ready())
+                .await
+                .is_err()
+            {
+                tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
+                self.set_state(&job.job_id, JobState::NotSent)?;
+                return self.report(
+                    account,
+                    &job.job_id,
+                    job.channel,
+                    OutcomeStatus::NotSent,
+                    clock(),
+                );
+            }
+        }
+        // The last look: state may have changed since the job was made (a payment, a STOP).
+        let now = clock();
+        let verdict = match self.decide.account(account.as_str()) {
+            Some(a) => last_look(&a, job, now, &self.policy),
+            None => Err(Vec::new()),
+        };
+        if let Err(reasons) = verdict {
+            let codes: Vec<_> = reasons.iter().map(|r| r.code).collect();
+            tracing::info!(job = %job.job_id, ?codes, "refused by the last look");
+            self.set_state(&job.job_id, JobState::NotSent)?;
+            return self.report(
+                account,
+                &job.job_id,
+                job.channel,
+                OutcomeStatus::NotSent,
+                now,
+            );
+        }
+        let Some(address) =
+            self.decide
+                .address(account.as_str(), &job.contact_point_id, job.channel)
+        else {
+            tracing::warn!(job = %job.job_id, "no address for the contact point");
+            self.set_state(&job.job_id, JobState::NotSent)?;
+            return self.report(
+                account,
+                &job.job_id,
+                job.channel,
+                OutcomeStatus::NotSent,
+                now,
+            );
+        };
+        // Recorded before the call: after a crash this job is never sent again. The check and
+        // the record are one step against recalls.
+        {
+            let _t = self.transitions.lock().await;
+            if self.state(&job.job_id)?.is_some() {
+                return Ok(()); // recalled while waiting
+            }
+            self.set_state(&job.job_id, JobState::Attempting)?;
+        }
+        let msg = Message::new(account, job, address, now);
+        let mut delay = self.config.backoff;
+        for attempt in 1..=self.config.max_tries.max(1) {
+            match self.adapter.send(&msg).await {
+                Ok(()) => {
+                    self.set_state(&job.job_id, JobState::Sent)?;
+                    return self.report(
+                        account,
+                        &job.job_id,
+                        job.channel,
+                        OutcomeStatus::Sent,
+                        clock(),
+                    );
+                }
+                Err(SendError::Retryable(why)) if attempt < self.config.max_tries => {
+                    tracing::warn!(job = %job.job_id, attempt, error = %why, "provider error; retrying");
+                    if clock().plus(chrono_delta(delay)) > job.not_after {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job.job_id, error = %e, "provider refused the job");
+                    break;
+                }
+            }
+        }
+        self.set_state(&job.job_id, JobState::Failed)?;
+        self.report(
+            account,
+            &job.job_id,
+            job.channel,
+            OutcomeStatus::Failed,
+            clock(),
+        )
+    }
+
+    async fn handle_recall(
+        &self,
+        account: &AccountId,
+        jobs: &[JobId],
+        now: Timestamp,
+    ) -> Result<(), LogError> {
+        let _t = self.transitions.lock().await;
+        for job in jobs {
+            match self.state(job)? {
+                None => {
+                    // Not attempted yet: cancelled here, confirmed as not sent.
+                    self.set_state(job, JobState::NotSent)?;
+                    let channel = self
+                        .decide
+                        .account(account.as_str())
+                        .and_then(|a| {
+                            a.attempts
+                                .iter()
+                                .find(|x| x.key.job_id(a.id.as_str()) == *job)
+                                .map(|x| x.channel)
+                        })
+                        .unwrap_or(Channel::Sms);
+                    tracing::info!(%job, "recall confirmed");
+                    self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
+                }
+                Some(JobState::NotSent) => {}
+                Some(s) => tracing::info!(%job, state = ?s, "recall failed: already attempted"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Dispatch {
+    /// Handles what is on the contacts topic now; returns how many records it consumed. Each
+    /// job runs in its own task (waiting for its rate limit does not hold up recalls).
+    pub async fn step(&mut self, clock: fn() -> Timestamp) -> Result<usize, LogError> {
+        let inner = &self.inner;
+        let mut consumed = 0;
+        for p in 0..self.offsets.len() {
+            let batch = inner
+                .log
+                .read(events::CONTACTS, p as u32, self.offsets[p], 256)?;
+            for d in &batch {
+                consumed += 1;
+                match events::from_record(&d.record) {
+                    Ok(e) => match e.body {
+                        EventBody::ContactScheduled(job) => {
+                            let inner = inner.clone();
+                            let account = e.account_id.clone();
+                            tokio::spawn(async move {
+                                if let Err(err) = inner.handle_job(&account, &job, clock).await {
+                                    tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
+                                }
+                            });
+                        }
+                        EventBody::JobsRecalled { job_ids, .. } => {
+                            inner
+                                .handle_recall(&e.account_id, &job_ids, clock())
+                                .await?
+                        }
+                        _ => {}
+                    },
+                    Err(err) => {
+                        let why = err.to_string();
+                        inner.log.append(
+                            events::DEAD_LETTERS,
+                            &[events::dead_letter(&d.record, &why)],
+                        )?;
+                    }
+                }
+                self.offsets[p] = d.position.offset + 1;
+                inner.log.commit(
+                    &inner.config.group,
+                    events::CONTACTS,
+                    p as u32,
+                    self.offsets[p],
+                )?;
+            }
+        }
+        Ok(consumed)
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(
+        mut self,
+        clock: fn() -> Timestamp,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), LogError> {
+        let mut changes = self.inner.log.changes();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            match self.step(clock).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "dispatch step failed; retrying"),
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+fn chrono_delta(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}

@@ -1,0 +1,182 @@
+//! `tacto run`: ingest, decide and dispatch in one process on the embedded durable log.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tacto_decide::{Decide, DecideConfig};
+use tacto_dispatch::{Adapter, Dispatch, DispatchConfig, FileSink};
+use tacto_ingest::{Ingest, IngestConfig, router, system_now};
+use tacto_log::EventLog;
+use tacto_log::embedded::EmbeddedLog;
+use tacto_model::Channel;
+use tacto_policy::Policy;
+
+/// Options of `tacto run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where the log, snapshots and the outbox live.
+    #[arg(long, env = "TACTO_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, env = "TACTO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Policy file (TOML); the built-in example when absent.
+    #[arg(long, env = "TACTO_POLICY")]
+    policy: Option<PathBuf>,
+    /// Accepted API keys, comma-separated; a random one is made and printed when none is given.
+    #[arg(long, env = "TACTO_API_KEYS", value_delimiter = ',')]
+    api_keys: Vec<String>,
+    /// Shared secret of signed payment webhooks (webhooks are off without it).
+    #[arg(long, env = "TACTO_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Partitions of each topic (fixed when the log is created).
+    #[arg(long, env = "TACTO_PARTITIONS", default_value_t = 4)]
+    partitions: u32,
+    /// SMS sends per second (fractions allowed: 0.5 = one every two seconds).
+    #[arg(long, env = "TACTO_RATE_SMS", default_value_t = 50.0)]
+    rate_sms: f64,
+    /// Emails per second.
+    #[arg(long, env = "TACTO_RATE_EMAIL", default_value_t = 100.0)]
+    rate_email: f64,
+    /// Calls per second handed to the dialer.
+    #[arg(long, env = "TACTO_RATE_VOICE", default_value_t = 20.0)]
+    rate_voice: f64,
+}
+
+/// Loads a policy file, or the example.
+pub fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::from_toml(&text).with_context(|| format!("invalid policy {}", p.display()))
+        }
+        None => Ok(Policy::example()),
+    }
+}
+
+/// Runs the three services until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let log_path = args.data_dir.join("tacto.redb");
+    let log = Arc::new(
+        EmbeddedLog::open(&log_path)
+            .with_context(|| format!("cannot open the log {}", log_path.display()))?,
+    );
+    tacto_log::events::create_topics(&*log, args.partitions).context("cannot create topics")?;
+    let dyn_log: Arc<dyn EventLog> = log.clone();
+    let policy = Arc::new(load_policy(args.policy.as_ref())?);
+    let decide = Decide::restore(dyn_log.clone(), policy.clone(), DecideConfig::default())
+        .context("cannot restore decide's state")?;
+    let state = decide.state.clone();
+    let outbox = args.data_dir.join("outbox.jsonl");
+    let sink =
+        FileSink::open(&outbox).with_context(|| format!("cannot open {}", outbox.display()))?;
+    let dispatch = Dispatch::new(
+        dyn_log.clone(),
+        policy.clone(),
+        state.clone(),
+        Arc::new(Adapter::File(sink)),
+        DispatchConfig {
+            rate_per_second: [
+                (Channel::Sms, args.rate_sms),
+                (Channel::Email, args.rate_email),
+                (Channel::Voice, args.rate_voice),
+            ]
+            .into(),
+            ..DispatchConfig::default()
+        },
+    )
+    .context("cannot start dispatch")?;
+    let mut keys = args.api_keys.clone();
+    keys.retain(|k| !k.trim().is_empty());
+    let generated = keys.is_empty();
+    if generated {
+        keys.push(format!("dev-{}", uuid::Uuid::new_v4().simple()));
+    }
+    let ingest = Arc::new(Ingest {
+        log: dyn_log.clone(),
+        config: IngestConfig {
+            api_keys: keys.clone(),
+            webhook_secret: args.webhook_secret.clone(),
+            ..IngestConfig::default()
+        },
+        view: state.clone(),
+        now: system_now,
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    println!(
+        "Tacto is running on the embedded log in {} (policy {}).",
+        args.data_dir.display(),
+        policy.version()
+    );
+    if generated {
+        println!(
+            "API key (generated; set TACTO_API_KEYS to choose your own): {}",
+            keys[0]
+        );
+    }
+    println!("Try:");
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' http://{addr}/readyz",
+        keys[0]
+    );
+    println!("Sent messages are appended to {}.", outbox.display());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let decide_task = tokio::spawn(decide.run(system_now, stop_rx.clone()));
+    let dispatch_task = tokio::spawn(dispatch.run(system_now, stop_rx.clone()));
+    let app = router(ingest);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .context("HTTP server failed")?;
+    decide_task.await.context("decide task panicked")??;
+    dispatch_task.await.context("dispatch task panicked")??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
