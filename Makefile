@@ -1,7 +1,7 @@
 # Tacto: two commands do everything on a fresh machine.
-#   make run    the main job on the embedded default (no external services)
+#   make run    Tacto on the embedded default: the HTTP API, decide and dispatch (no external services)
 #   make test   every test (installs what the tests need)
-# Also: make bench (criterion benchmarks), make lint, make fmt.
+# Also: make demo (a simulated month of a synthetic portfolio), make bench, make lint, make fmt.
 
 CARGO ?= cargo
 SHELL := /bin/bash
@@ -18,6 +18,9 @@ build: deps
 	$(CARGO) build --release -p tacto
 
 run: build
+	$(CARGO) run --release -p tacto -- run
+
+demo: build
 	$(CARGO) run --release -p tacto -- demo
 
 lint: deps

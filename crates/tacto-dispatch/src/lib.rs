@@ -64,6 +64,9 @@ enum JobState {
     NotSent,
     /// The provider refused it.
     Failed,
+    /// The process stopped during the call: it may or may not have gone out. Never re-sent;
+    /// reported as sent (the conservative reading for caps).
+    Ambiguous,
 }
 
 impl JobState {
@@ -73,6 +76,7 @@ impl JobState {
             JobState::Sent => b"sent",
             JobState::NotSent => b"not_sent",
             JobState::Failed => b"failed",
+            JobState::Ambiguous => b"ambiguous",
         }
     }
 
@@ -82,6 +86,7 @@ impl JobState {
             b"sent" => JobState::Sent,
             b"not_sent" => JobState::NotSent,
             b"failed" => JobState::Failed,
+            b"ambiguous" => JobState::Ambiguous,
             _ => return None,
         })
     }
@@ -91,6 +96,9 @@ impl JobState {
 pub struct Dispatch {
     inner: Arc<Inner>,
     offsets: Vec<u64>,
+    /// Offsets of jobs still being handled, per partition: the committed offset never passes
+    /// them, so a job waiting for its rate limit when the process dies is handled again.
+    in_flight: Arc<std::sync::Mutex<Vec<std::collections::BTreeSet<u64>>>>,
 }
 
 /// What the dispatcher and its per-job tasks share.
@@ -142,6 +150,10 @@ impl Dispatch {
                 limiters,
                 transitions: tokio::sync::Mutex::new(()),
             }),
+            in_flight: Arc::new(std::sync::Mutex::new(vec![
+                Default::default();
+                offsets.len()
+            ])),
             offsets,
         })
     }
@@ -191,8 +203,22 @@ impl Inner {
         job: &ContactJob,
         clock: fn() -> Timestamp,
     ) -> Result<(), LogError> {
-        if self.state(&job.job_id)?.is_some() {
-            return Ok(()); // handled before (a replay, or attempted before a crash)
+        match self.state(&job.job_id)? {
+            None => {}
+            Some(JobState::Attempting) => {
+                // We stopped in the middle of this call last time: it may have gone out.
+                tracing::warn!(job = %job.job_id, "ambiguous attempt after a restart: not re-sent");
+                let _t = self.transitions.lock().await;
+                self.set_state(&job.job_id, JobState::Ambiguous)?;
+                return self.report(
+                    account,
+                    &job.job_id,
+                    job.channel,
+                    OutcomeStatus::Sent,
+                    clock(),
+                );
+            }
+            Some(_) => return Ok(()), // handled before (a replay)
         }
         // Transport rate limit, but never past the job's window.
         if let Some(limiter) = self.limiters.get(&job.channel) {
@@ -345,9 +371,17 @@ impl Dispatch {
                         EventBody::ContactScheduled(job) => {
                             let inner = inner.clone();
                             let account = e.account_id.clone();
+                            let offset = d.position.offset;
+                            if let Ok(mut f) = self.in_flight.lock() {
+                                f[p].insert(offset);
+                            }
+                            let in_flight = self.in_flight.clone();
                             tokio::spawn(async move {
                                 if let Err(err) = inner.handle_job(&account, &job, clock).await {
                                     tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
+                                }
+                                if let Ok(mut f) = in_flight.lock() {
+                                    f[p].remove(&offset);
                                 }
                             });
                         }
@@ -367,15 +401,29 @@ impl Dispatch {
                     }
                 }
                 self.offsets[p] = d.position.offset + 1;
-                inner.log.commit(
-                    &inner.config.group,
-                    events::CONTACTS,
-                    p as u32,
-                    self.offsets[p],
-                )?;
             }
         }
+        self.commit()?;
         Ok(consumed)
+    }
+
+    /// Commits, per partition, the first offset not fully handled.
+    fn commit(&self) -> Result<(), LogError> {
+        let lowest: Vec<Option<u64>> = match self.in_flight.lock() {
+            Ok(f) => f.iter().map(|s| s.first().copied()).collect(),
+            Err(_) => return Ok(()),
+        };
+        for (p, next) in self.offsets.iter().enumerate() {
+            let upto = lowest
+                .get(p)
+                .copied()
+                .flatten()
+                .map_or(*next, |o| o.min(*next));
+            self.inner
+                .log
+                .commit(&self.inner.config.group, events::CONTACTS, p as u32, upto)?;
+        }
+        Ok(())
     }
 
     /// Runs until `shutdown` turns true.
@@ -391,7 +439,12 @@ impl Dispatch {
             }
             match self.step(clock).await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => {}
+                Ok(_) => {
+                    // Jobs finished since the last step move the committed offset on.
+                    if let Err(e) = self.commit() {
+                        tracing::error!(error = %e, "cannot commit dispatch offsets");
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "dispatch step failed; retrying"),
             }
             tokio::select! {

@@ -1,0 +1,256 @@
+//! End-to-end tests of `tacto run`: the real binary, its HTTP API, its data directory and its
+//! outbox, including a `kill -9` in the middle of a run.
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const POLICY: &str = r#"
+version = "e2e-1"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [{ day = 0, channel = "sms", template = "reminder" }]
+[[pack_overrides]]
+id = "ZZ"
+name = "Test territory without hour restrictions"
+zones = ["UTC"]
+"#;
+
+struct Tacto {
+    child: Child,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Tacto {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        std::fs::write(dir.join("policy.toml"), POLICY).expect("policy");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--api-keys",
+                "k1",
+                "--data-dir",
+            ])
+            .arg(dir.join("data"))
+            .arg("--policy")
+            .arg(dir.join("policy.toml"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tacto run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("first line");
+        // Keep reading what it prints, so that it never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base,
+            dir: dir.join("data"),
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let mut resp = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", "Bearer k1").call(),
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", "Bearer k1").send(b),
+            (_, b) => agent
+                .post(&url)
+                .header("Authorization", "Bearer k1")
+                .send(b.unwrap_or("")),
+        }
+        .expect("HTTP call");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn outbox(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("outbox line"))
+            .collect()
+    }
+
+    fn timeline_kinds(&self, account: &str) -> Vec<String> {
+        let (_, t) = self.request("GET", &format!("/v1/accounts/{account}/timeline"), None);
+        t.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["kind"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Tacto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn account(balance: i64) -> String {
+    serde_json::json!({
+        "person_id": "p", "currency": "USD",
+        "debts": [{"debt_id": "d1", "balance_minor": balance, "due_date": "2026-01-01"}],
+        "jurisdiction": {"country": "ZZ"},
+        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
+        "language": "en"
+    })
+    .to_string()
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[test]
+fn a_payment_in_full_recalls_the_queued_job_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One SMS per 100 s: the first account's job goes out, the second one's waits.
+    let t = Tacto::start(dir.path(), &["--rate-sms", "0.01"]);
+    assert_eq!(
+        t.request("PUT", "/v1/accounts/A", Some(&account(50_000))).0,
+        202
+    );
+    eventually("A's reminder is sent", || t.outbox().len() == 1);
+    assert_eq!(
+        t.request("PUT", "/v1/accounts/B", Some(&account(50_000))).0,
+        202
+    );
+    eventually("B's job is scheduled", || {
+        t.timeline_kinds("B")
+            .contains(&"contact_scheduled".to_owned())
+    });
+    let pay =
+        r#"{"account_id": "B", "payment_id": "bank-1", "amount_minor": 50000, "currency": "USD"}"#;
+    let (status, ack) = t.request("POST", "/v1/payments", Some(pay));
+    assert_eq!(status, 202, "{ack}");
+    eventually("B's job is recalled and the recall confirmed", || {
+        let k = t.timeline_kinds("B");
+        k.contains(&"jobs_recalled".to_owned())
+            && k.iter().filter(|x| *x == "contact_outcome").count() == 1
+    });
+    let (_, timeline) = t.request("GET", "/v1/accounts/B/timeline", None);
+    let recall = timeline
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["kind"] == "jobs_recalled"))
+        .expect("recall");
+    assert_eq!(
+        recall["event"]["body"]["jobs_recalled"]["decision"]["reasons"][0]["code"],
+        "paid_in_full"
+    );
+    let outcome = timeline
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["kind"] == "contact_outcome"))
+        .expect("outcome");
+    assert_eq!(
+        outcome["event"]["body"]["contact_outcome"]["status"],
+        "not_sent"
+    );
+    let (_, state) = t.request("GET", "/v1/accounts/B", None);
+    assert_eq!(state["balance_minor"], 0);
+    // A duplicate delivery of the payment changes nothing.
+    assert_eq!(t.request("POST", "/v1/payments", Some(pay)).0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(t.outbox().iter().all(|m| m["account_id"] != "B"));
+}
+
+#[test]
+fn bad_requests_get_problems_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tacto::start(dir.path(), &[]);
+    let (status, p) = t.request("POST", "/v1/payments", Some("{not json"));
+    assert_eq!(status, 400);
+    assert_eq!(p["status"], 400);
+    let (status, p) = t.request(
+        "POST",
+        "/v1/payments",
+        Some(r#"{"account_id": "Z", "payment_id": "x", "amount_minor": -5, "currency": "USD"}"#),
+    );
+    assert_eq!(status, 422);
+    assert_eq!(p["field"], "body.payment_received.amount_minor");
+    assert_eq!(t.request("GET", "/v1/accounts/Z/timeline", None).0, 404);
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_event_and_sends_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tacto::start(dir.path(), &[]);
+    for i in 0..20 {
+        let (status, _) = t.request("PUT", &format!("/v1/accounts/K{i}"), Some(&account(10_000)));
+        assert_eq!(status, 202);
+    }
+    eventually("the first 20 reminders", || t.outbox().len() == 20);
+    // Acknowledged, then killed at once: some of these are not yet decided or sent.
+    for i in 20..60 {
+        let (status, _) = t.request("PUT", &format!("/v1/accounts/K{i}"), Some(&account(10_000)));
+        assert_eq!(status, 202);
+    }
+    t.kill9();
+    let t = Tacto::start(dir.path(), &[]);
+    eventually(
+        "every acknowledged account is known after the restart",
+        || (0..60).all(|i| t.request("GET", &format!("/v1/accounts/K{i}"), None).0 == 200),
+    );
+    eventually("dispatch settles", || {
+        (0..60).all(|i| {
+            t.timeline_kinds(&format!("K{i}"))
+                .iter()
+                .any(|k| k == "contact_outcome")
+        })
+    });
+    let sent = t.outbox();
+    let mut ids: Vec<&str> = sent.iter().filter_map(|m| m["job_id"].as_str()).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a job was sent twice");
+    assert!(n >= 20, "the reminders sent before the kill stay sent");
+    // Decisions continue after the restart: a payment recalls nothing and closes the account.
+    let pay =
+        r#"{"account_id": "K59", "payment_id": "p-59", "amount_minor": 10000, "currency": "USD"}"#;
+    assert_eq!(t.request("POST", "/v1/payments", Some(pay)).0, 202);
+    eventually("K59 is paid", || {
+        t.request("GET", "/v1/accounts/K59", None).1["balance_minor"] == 0
+    });
+}
