@@ -254,3 +254,50 @@ fn kill_9_loses_no_acknowledged_event_and_sends_nothing_twice() {
         t.request("GET", "/v1/accounts/K59", None).1["balance_minor"] == 0
     });
 }
+
+#[test]
+fn import_reports_refused_rows_and_explain_shows_the_reasons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tacto::start(dir.path(), &[]);
+    let csv = dir.path().join("accounts.csv");
+    std::fs::write(
+        &csv,
+        "account_id,person_id,currency,debt_id,balance_minor,due_date,country,phone,phone_consent\n\
+         R1,P1,USD,D1,5000,2026-01-01,ZZ,+12125550100,yes\n\
+         R2,P2,USD,D2,7000,2026-01-01,ZZ,+12125550101,yes\n\
+         R3,P3,USD,D3,9000,2026-01-01,ZZ,+12125550102,yes\n\
+         R4,P4,USD,D4,-1,2026-01-01,ZZ,+12125550103,yes\n",
+    )
+    .expect("csv");
+    let tacto = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(args)
+            .args(["--url", &t.base, "--api-key", "k1"])
+            .output()
+            .expect("run tacto")
+    };
+    let out = tacto(&["import", csv.to_str().expect("path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a refused row fails the command");
+    assert!(
+        stdout.contains("4 rows: 3 imported, 0 already imported, 1 refused"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("row 4: body.account_upserted.debts[0].balance_minor"),
+        "{stdout}"
+    );
+    // Importing again changes nothing.
+    let again = tacto(&["import", csv.to_str().expect("path")]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 imported, 3 already imported"));
+    eventually("R1 is contacted", || {
+        t.timeline_kinds("R1")
+            .contains(&"contact_scheduled".to_owned())
+    });
+    let out = tacto(&["explain", "R1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("account_upserted"), "{text}");
+    assert!(text.contains("contact_scheduled"), "{text}");
+    assert!(text.contains("- step_due:"), "{text}");
+}

@@ -3,6 +3,7 @@
 //! id, payment id or `Idempotency-Key`) are acknowledged with `200` and not written twice. Errors
 //! are RFC 9457 problem details naming the field; nothing is half-written.
 
+pub mod import;
 pub mod problem;
 pub mod webhook;
 
@@ -73,6 +74,9 @@ pub fn system_now() -> Timestamp {
 
 type Shared = Arc<Ingest>;
 
+/// Largest accepted CSV import, bytes.
+pub const IMPORT_LIMIT: usize = 64 << 20;
+
 /// The HTTP API.
 pub fn router(ingest: Shared) -> Router {
     let limit = ingest.config.max_body_bytes;
@@ -85,6 +89,10 @@ pub fn router(ingest: Shared) -> Router {
         .route("/v1/opt-outs", post(post_opt_out))
         .route("/v1/outcomes", post(post_outcome))
         .route("/v1/events", post(post_event))
+        .route(
+            "/v1/imports",
+            post(post_import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .route_layer(middleware::from_fn_with_state(ingest.clone(), require_key));
     Router::new()
         .merge(authed)
@@ -506,4 +514,62 @@ fn timeline(log: &dyn EventLog, id: &str) -> Result<Vec<TimelineItem>, tacto_log
     }
     out.sort_by_key(|i| (i.time, i.event.is_decision()));
     Ok(out)
+}
+
+/// The result of a CSV import.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ImportReport {
+    /// Data rows read.
+    pub rows: usize,
+    /// Rows written as new events.
+    pub accepted: usize,
+    /// Rows already imported before.
+    pub duplicates: usize,
+    /// Rows refused, with the reason.
+    pub errors: Vec<import::RowError>,
+}
+
+async fn post_import(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large(e.body_text())
+        } else {
+            Problem::malformed(e.body_text())
+        }
+    })?;
+    let (events, errors) = import::parse_csv(&body, (s.now)());
+    let mut items = Vec::with_capacity(events.len());
+    for (_, e) in &events {
+        let r = events::to_record(e).map_err(|err| Problem::malformed(err.to_string()))?;
+        items.push((format!("event:{}", e.id), r));
+    }
+    let log = s.log.clone();
+    let appended =
+        tokio::task::spawn_blocking(move || log.append_unique_many(events::EVENTS, &items))
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?
+            .map_err(|err| {
+                tracing::error!(error = %err, "import append failed");
+                Problem::unavailable("the event log is not available; nothing was written")
+            })?;
+    let accepted = appended
+        .iter()
+        .filter(|a| matches!(a, Appended::New(_)))
+        .count();
+    let report = ImportReport {
+        rows: events.len() + errors.len(),
+        accepted,
+        duplicates: appended.len() - accepted,
+        errors,
+    };
+    tracing::info!(
+        rows = report.rows,
+        accepted,
+        refused = report.errors.len(),
+        "import"
+    );
+    Ok(axum::Json(report).into_response())
 }

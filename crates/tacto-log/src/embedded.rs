@@ -123,31 +123,39 @@ impl EventLog for EmbeddedLog {
         Ok(out)
     }
 
-    fn append_unique(
+    fn append_unique_many(
         &self,
         topic: &str,
-        unique: &str,
-        record: &Record,
-    ) -> Result<Appended, LogError> {
+        items: &[(String, Record)],
+    ) -> Result<Vec<Appended>, LogError> {
         let tx = self.db.begin_write().map_err(storage)?;
         let partitions = Self::topic_partitions(&tx, topic)?;
-        let seen = tx
-            .open_table(UNIQUE)
-            .map_err(storage)?
-            .get((topic, unique))
-            .map_err(storage)?
-            .map(|v| v.value());
-        if let Some((partition, offset)) = seen {
-            return Ok(Appended::Duplicate(Position { partition, offset }));
+        let mut out = Vec::with_capacity(items.len());
+        let mut wrote = false;
+        for (unique, record) in items {
+            let seen = tx
+                .open_table(UNIQUE)
+                .map_err(storage)?
+                .get((topic, unique.as_str()))
+                .map_err(storage)?
+                .map(|v| v.value());
+            if let Some((partition, offset)) = seen {
+                out.push(Appended::Duplicate(Position { partition, offset }));
+                continue;
+            }
+            let pos = Self::append_in(&tx, topic, partitions, record)?;
+            tx.open_table(UNIQUE)
+                .map_err(storage)?
+                .insert((topic, unique.as_str()), (pos.partition, pos.offset))
+                .map_err(storage)?;
+            out.push(Appended::New(pos));
+            wrote = true;
         }
-        let pos = Self::append_in(&tx, topic, partitions, record)?;
-        tx.open_table(UNIQUE)
-            .map_err(storage)?
-            .insert((topic, unique), (pos.partition, pos.offset))
-            .map_err(storage)?;
         tx.commit().map_err(storage)?;
-        self.wake();
-        Ok(Appended::New(pos))
+        if wrote {
+            self.wake();
+        }
+        Ok(out)
     }
 
     fn read(

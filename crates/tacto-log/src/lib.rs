@@ -116,7 +116,17 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         unique: &str,
         record: &Record,
-    ) -> Result<Appended, LogError>;
+    ) -> Result<Appended, LogError> {
+        let mut v = self.append_unique_many(topic, &[(unique.to_owned(), record.clone())])?;
+        v.pop()
+            .ok_or_else(|| LogError::Storage("append returned nothing".into()))
+    }
+    /// [`EventLog::append_unique`] for many records, in one atomic, durable write.
+    fn append_unique_many(
+        &self,
+        topic: &str,
+        items: &[(String, Record)],
+    ) -> Result<Vec<Appended>, LogError>;
     /// Up to `max` records of a partition from `from` on.
     fn read(
         &self,

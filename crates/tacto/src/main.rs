@@ -1,6 +1,9 @@
 //! `tacto`: the command line.
 
+mod client;
 mod demo;
+mod explain;
+mod import;
 mod run;
 mod simulate;
 
@@ -19,6 +22,20 @@ struct Cli {
 enum Command {
     /// Ingest, decide and dispatch in one process on the embedded durable log (the HTTP API).
     Run(run::Args),
+    /// Imports a CSV of accounts into a running Tacto (per-row error report).
+    Import {
+        /// The CSV file (header row; see the README for the columns).
+        file: PathBuf,
+        #[command(flatten)]
+        conn: client::Connection,
+    },
+    /// An account's timeline with the reasons behind every decision.
+    Explain {
+        /// The account id.
+        account: String,
+        #[command(flatten)]
+        conn: client::Connection,
+    },
     /// A synthetic portfolio through a fast-forwarded month, with a summary and an audit.
     Demo(demo::Args),
     /// Runs the real decision logic on a simulated clock over a file of events.
@@ -44,6 +61,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
+        Command::Import { file, conn } => import::run(&conn, &file),
+        Command::Explain { account, conn } => explain::run(&conn, &account),
         Command::Demo(args) => demo::run(&args),
         Command::Simulate {
             events,
