@@ -215,7 +215,9 @@ fn bad_requests_get_problems_and_change_nothing() {
 #[test]
 fn kill_9_loses_no_acknowledged_event_and_sends_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let t = Tacto::start(dir.path(), &[]);
+    // Frequent snapshots: the restart restores a snapshot plus the tail of the log.
+    let snapshots = ["--snapshot-every-events", "15"];
+    let t = Tacto::start(dir.path(), &snapshots);
     for i in 0..20 {
         let (status, _) = t.request("PUT", &format!("/v1/accounts/K{i}"), Some(&account(10_000)));
         assert_eq!(status, 202);
@@ -227,7 +229,7 @@ fn kill_9_loses_no_acknowledged_event_and_sends_nothing_twice() {
         assert_eq!(status, 202);
     }
     t.kill9();
-    let t = Tacto::start(dir.path(), &[]);
+    let t = Tacto::start(dir.path(), &snapshots);
     eventually(
         "every acknowledged account is known after the restart",
         || (0..60).all(|i| t.request("GET", &format!("/v1/accounts/K{i}"), None).0 == 200),

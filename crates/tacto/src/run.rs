@@ -32,6 +32,12 @@ pub struct Args {
     /// Partitions of each topic (fixed when the log is created).
     #[arg(long, env = "TACTO_PARTITIONS", default_value_t = 4)]
     partitions: u32,
+    /// Decide writes a snapshot after this many events…
+    #[arg(long, env = "TACTO_SNAPSHOT_EVERY_EVENTS", default_value_t = 50_000)]
+    snapshot_every_events: u64,
+    /// …or after this many seconds, whichever comes first.
+    #[arg(long, env = "TACTO_SNAPSHOT_INTERVAL_SECS", default_value_t = 30)]
+    snapshot_interval_secs: u64,
     /// SMS sends per second (fractions allowed: 0.5 = one every two seconds).
     #[arg(long, env = "TACTO_RATE_SMS", default_value_t = 50.0)]
     rate_sms: f64,
@@ -82,7 +88,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tacto_log::events::create_topics(&*log, args.partitions).context("cannot create topics")?;
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let policy = Arc::new(load_policy(args.policy.as_ref())?);
-    let decide = Decide::restore(dyn_log.clone(), policy.clone(), DecideConfig::default())
+    let decide_config = DecideConfig {
+        snapshot_every_events: args.snapshot_every_events.max(1),
+        snapshot_interval: std::time::Duration::from_secs(args.snapshot_interval_secs.max(1)),
+        ..DecideConfig::default()
+    };
+    let decide = Decide::restore(dyn_log.clone(), policy.clone(), decide_config)
         .context("cannot restore decide's state")?;
     let state = decide.state.clone();
     let outbox = args.data_dir.join("outbox.jsonl");
