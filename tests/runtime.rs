@@ -303,3 +303,79 @@ fn import_reports_refused_rows_and_explain_shows_the_reasons() {
     assert!(text.contains("contact_scheduled"), "{text}");
     assert!(text.contains("- step_due:"), "{text}");
 }
+
+/// A provider bridge on loopback: refuses the first delivery with 429, accepts the rest, and
+/// records what it received.
+fn flaky_webhook() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> =
+        Default::default();
+    let store = seen.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/sms",
+                axum::routing::post(
+                    move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
+                        let store = store.clone();
+                        async move {
+                            let key = headers
+                                .get("Idempotency-Key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let mut s = store.lock().expect("lock");
+                            s.push((key, body.0));
+                            if s.len() == 1 {
+                                StatusCode::TOO_MANY_REQUESTS
+                            } else {
+                                StatusCode::OK
+                            }
+                        }
+                    },
+                ),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(l, app).await;
+        });
+    });
+    (format!("http://{addr}/sms"), seen)
+}
+
+#[test]
+fn the_json_webhook_adapter_retries_a_throttled_delivery_once() {
+    let (url, seen) = flaky_webhook();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tacto::start(dir.path(), &["--sms-webhook", &url]);
+    assert_eq!(
+        t.request("PUT", "/v1/accounts/W", Some(&account(50_000))).0,
+        202
+    );
+    eventually("the job is reported sent", || {
+        let (_, tl) = t.request("GET", "/v1/accounts/W/timeline", None);
+        tl.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i["event"]["body"]["contact_outcome"]["status"] == "sent")
+        })
+    });
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2, "one 429, one retry: {got:?}");
+    assert_eq!(got[0].0, "W:c0:d0.0:a0");
+    assert_eq!(
+        got[1].0, got[0].0,
+        "the retry carries the same idempotency key"
+    );
+    assert_eq!(got[1].1["address"], "+12125550100");
+    assert_eq!(got[1].1["template"], "reminder");
+    assert!(
+        t.outbox().is_empty(),
+        "SMS went to the webhook, not the file"
+    );
+}

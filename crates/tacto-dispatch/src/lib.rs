@@ -22,7 +22,7 @@ use tacto_model::{
 };
 use tacto_policy::{Policy, last_look};
 
-pub use sink::{Adapter, FileSink, Message, SendError};
+pub use sink::{Adapter, Adapters, FileSink, Message, SendError, WebhookSink};
 
 /// Dispatch settings.
 #[derive(Clone, Debug)]
@@ -106,7 +106,7 @@ struct Inner {
     log: Arc<dyn EventLog>,
     policy: Arc<Policy>,
     decide: Arc<DecideState>,
-    adapter: Arc<Adapter>,
+    adapters: Arc<Adapters>,
     config: DispatchConfig,
     limiters: BTreeMap<Channel, DefaultDirectRateLimiter>,
     /// Serialises job state transitions: a recall and a send never both win.
@@ -123,7 +123,7 @@ impl Dispatch {
         log: Arc<dyn EventLog>,
         policy: Arc<Policy>,
         decide: Arc<DecideState>,
-        adapter: Arc<Adapter>,
+        adapters: Arc<Adapters>,
         config: DispatchConfig,
     ) -> Result<Self, LogError> {
         let partitions = log.partitions(events::CONTACTS)?;
@@ -145,7 +145,7 @@ impl Dispatch {
                 log,
                 policy,
                 decide,
-                adapter,
+                adapters,
                 config,
                 limiters,
                 transitions: tokio::sync::Mutex::new(()),
@@ -286,7 +286,7 @@ impl Inner {
         let msg = Message::new(account, job, address, now);
         let mut delay = self.config.backoff;
         for attempt in 1..=self.config.max_tries.max(1) {
-            match self.adapter.send(&msg).await {
+            match self.adapters.for_channel(job.channel).send(&msg).await {
                 Ok(()) => {
                     self.set_state(&job.job_id, JobState::Sent)?;
                     return self.report(

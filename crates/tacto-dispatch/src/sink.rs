@@ -1,5 +1,6 @@
-//! Channel adapters: what dispatch hands a job to. Today the file sink (one JSON line per
-//! message, for local runs and tests); provider adapters (SMS, email, dialer) plug in here.
+//! Channel adapters: what dispatch hands a job to. The file sink (one JSON line per message,
+//! for local runs) and a generic JSON webhook (any HTTP endpoint: a provider bridge, a dialer
+//! feed). Provider-specific adapters (SMS, email, dialer APIs) plug in here.
 
 use serde::Serialize;
 use std::io::Write;
@@ -96,10 +97,63 @@ impl FileSink {
     }
 }
 
-/// The adapter a channel uses.
+/// POSTs every message as JSON to an HTTP endpoint, with `Idempotency-Key: <job id>` so the
+/// receiver can drop a duplicate. 2xx is sent; 408, 429 and 5xx (and network errors) are worth
+/// retrying; any other status is a refusal.
+pub struct WebhookSink {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl WebhookSink {
+    /// A webhook to `url`, authenticated with a bearer `token` when given.
+    pub fn new(
+        url: impl Into<String>,
+        token: Option<String>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, SendError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SendError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            url: url.into(),
+            token,
+        })
+    }
+
+    async fn post(&self, m: &Message) -> Result<(), SendError> {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("Idempotency-Key", &m.job_id)
+            .json(m);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SendError::Retryable(format!("webhook unreachable: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+            Err(SendError::Retryable(format!("webhook answered {status}")))
+        } else {
+            Err(SendError::Permanent(format!("webhook answered {status}")))
+        }
+    }
+}
+
+/// An adapter.
 pub enum Adapter {
     /// A JSON-lines file.
     File(FileSink),
+    /// A JSON webhook.
+    Webhook(WebhookSink),
 }
 
 impl Adapter {
@@ -107,6 +161,34 @@ impl Adapter {
     pub async fn send(&self, m: &Message) -> Result<(), SendError> {
         match self {
             Adapter::File(f) => tokio::task::block_in_place(|| f.write(m)),
+            Adapter::Webhook(w) => w.post(m).await,
         }
+    }
+}
+
+/// The adapter of each channel, with a default for the others.
+pub struct Adapters {
+    by_channel: std::collections::BTreeMap<tacto_model::Channel, Adapter>,
+    default: Adapter,
+}
+
+impl Adapters {
+    /// Every channel to `default`, except those given.
+    pub fn new(default: Adapter) -> Self {
+        Self {
+            by_channel: Default::default(),
+            default,
+        }
+    }
+
+    /// Routes one channel to its own adapter.
+    pub fn with(mut self, channel: tacto_model::Channel, adapter: Adapter) -> Self {
+        self.by_channel.insert(channel, adapter);
+        self
+    }
+
+    /// The adapter of a channel.
+    pub fn for_channel(&self, c: tacto_model::Channel) -> &Adapter {
+        self.by_channel.get(&c).unwrap_or(&self.default)
     }
 }

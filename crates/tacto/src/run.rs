@@ -4,7 +4,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
-use tacto_dispatch::{Adapter, Dispatch, DispatchConfig, FileSink};
+use tacto_dispatch::{Adapter, Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
 use tacto_ingest::{Ingest, IngestConfig, router, system_now};
 use tacto_log::EventLog;
 use tacto_log::embedded::EmbeddedLog;
@@ -38,6 +38,18 @@ pub struct Args {
     /// …or after this many seconds, whichever comes first.
     #[arg(long, env = "TACTO_SNAPSHOT_INTERVAL_SECS", default_value_t = 30)]
     snapshot_interval_secs: u64,
+    /// Send SMS jobs as JSON to this URL (otherwise to the outbox file).
+    #[arg(long, env = "TACTO_SMS_WEBHOOK")]
+    sms_webhook: Option<String>,
+    /// Send email jobs as JSON to this URL.
+    #[arg(long, env = "TACTO_EMAIL_WEBHOOK")]
+    email_webhook: Option<String>,
+    /// Send voice jobs (the dialer feed) as JSON to this URL.
+    #[arg(long, env = "TACTO_VOICE_WEBHOOK")]
+    voice_webhook: Option<String>,
+    /// Bearer token sent to the webhooks.
+    #[arg(long, env = "TACTO_WEBHOOK_TOKEN")]
+    webhook_token: Option<String>,
     /// SMS sends per second (fractions allowed: 0.5 = one every two seconds).
     #[arg(long, env = "TACTO_RATE_SMS", default_value_t = 50.0)]
     rate_sms: f64,
@@ -47,6 +59,26 @@ pub struct Args {
     /// Calls per second handed to the dialer.
     #[arg(long, env = "TACTO_RATE_VOICE", default_value_t = 20.0)]
     rate_voice: f64,
+}
+
+fn adapters(args: &Args, sink: FileSink) -> anyhow::Result<Adapters> {
+    let mut a = Adapters::new(Adapter::File(sink));
+    for (channel, url) in [
+        (Channel::Sms, &args.sms_webhook),
+        (Channel::Email, &args.email_webhook),
+        (Channel::Voice, &args.voice_webhook),
+    ] {
+        if let Some(url) = url {
+            let hook = WebhookSink::new(
+                url.clone(),
+                args.webhook_token.clone(),
+                std::time::Duration::from_secs(10),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            a = a.with(channel, Adapter::Webhook(hook));
+        }
+    }
+    Ok(a)
 }
 
 /// Loads a policy file, or the example.
@@ -103,7 +135,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dyn_log.clone(),
         policy.clone(),
         state.clone(),
-        Arc::new(Adapter::File(sink)),
+        Arc::new(adapters(&args, sink)?),
         DispatchConfig {
             rate_per_second: [
                 (Channel::Sms, args.rate_sms),
