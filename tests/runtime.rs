@@ -304,12 +304,12 @@ fn import_reports_refused_rows_and_explain_shows_the_reasons() {
     assert!(text.contains("- step_due:"), "{text}");
 }
 
+/// What the test webhook received: (idempotency key, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
 /// A provider bridge on loopback: refuses the first delivery with 429, accepts the rest, and
 /// records what it received.
-fn flaky_webhook() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
-) {
+fn flaky_webhook() -> (String, Received) {
     use axum::http::{HeaderMap, StatusCode};
     let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> =
         Default::default();
