@@ -198,7 +198,7 @@ fn a_payment_in_full_recalls_the_queued_job_and_nothing_is_sent() {
 #[test]
 fn bad_requests_get_problems_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let t = Tacto::start(dir.path(), &[]);
+    let t = Tacto::start(dir.path(), &["--webhook-secret", "whsec"]);
     let (status, p) = t.request("POST", "/v1/payments", Some("{not json"));
     assert_eq!(status, 400);
     assert_eq!(p["status"], 400);
@@ -209,7 +209,57 @@ fn bad_requests_get_problems_and_change_nothing() {
     );
     assert_eq!(status, 422);
     assert_eq!(p["field"], "body.payment_received.amount_minor");
-    assert_eq!(t.request("GET", "/v1/accounts/Z/timeline", None).0, 404);
+    // Oversized.
+    let big = format!(
+        r#"{{"account_id": "Z", "payment_id": "{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(t.request("POST", "/v1/payments", Some(&big)).0, 413);
+    // Unsigned, wrongly signed, and stale webhook deliveries.
+    let body = r#"{"account_id": "Z", "payment_id": "w1", "amount_minor": 5, "currency": "USD"}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let hook = |ts: i64, secret: &[u8]| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(&format!("{}/v1/webhooks/payments", t.base))
+            .header("X-Tacto-Timestamp", &ts.to_string())
+            .header(
+                "X-Tacto-Signature",
+                &tacto_ingest::webhook::sign(secret, ts, body.as_bytes()),
+            )
+            .send(body)
+            .expect("call")
+            .status()
+            .as_u16()
+    };
+    let unsigned = t.request("POST", "/v1/webhooks/payments", Some(body)).0;
+    assert_eq!(unsigned, 401);
+    assert_eq!(hook(now, b"not-the-secret"), 401);
+    assert_eq!(
+        hook(now - 3_600, b"whsec"),
+        401,
+        "an old delivery is refused"
+    );
+    assert_eq!(
+        t.request("GET", "/v1/accounts/Z/timeline", None).0,
+        404,
+        "nothing was written"
+    );
+    // A good delivery, then its replay.
+    assert_eq!(hook(now, b"whsec"), 202);
+    assert_eq!(hook(now, b"whsec"), 200);
+    let (_, timeline) = t.request("GET", "/v1/accounts/Z/timeline", None);
+    assert_eq!(
+        timeline.as_array().map(Vec::len),
+        Some(1),
+        "applied once: {timeline}"
+    );
 }
 
 #[test]
