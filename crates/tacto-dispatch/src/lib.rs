@@ -70,6 +70,15 @@ enum JobState {
 }
 
 impl JobState {
+    /// The outcome reported for a job in this state.
+    fn outcome(self) -> OutcomeStatus {
+        match self {
+            JobState::Attempting | JobState::Sent | JobState::Ambiguous => OutcomeStatus::Sent,
+            JobState::NotSent => OutcomeStatus::NotSent,
+            JobState::Failed => OutcomeStatus::Failed,
+        }
+    }
+
     fn as_bytes(self) -> &'static [u8] {
         match self {
             JobState::Attempting => b"attempting",
@@ -193,8 +202,23 @@ impl Inner {
             },
         };
         let record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
-        self.log.append(events::EVENTS, &[record])?;
+        // Reported at most once, however often a replay reports it again.
+        self.log
+            .append_unique(events::EVENTS, &format!("event:{}", e.id), &record)?;
         Ok(())
+    }
+
+    /// Records a job's final state and reports its outcome.
+    fn finish(
+        &self,
+        account: &AccountId,
+        job: &ContactJob,
+        state: JobState,
+        status: OutcomeStatus,
+        at: Timestamp,
+    ) -> Result<(), LogError> {
+        self.set_state(&job.job_id, state)?;
+        self.report(account, &job.job_id, job.channel, status, at)
     }
 
     async fn handle_job(
@@ -209,16 +233,20 @@ impl Inner {
                 // We stopped in the middle of this call last time: it may have gone out.
                 tracing::warn!(job = %job.job_id, "ambiguous attempt after a restart: not re-sent");
                 let _t = self.transitions.lock().await;
-                self.set_state(&job.job_id, JobState::Ambiguous)?;
-                return self.report(
+                return self.finish(
                     account,
-                    &job.job_id,
-                    job.channel,
+                    job,
+                    JobState::Ambiguous,
                     OutcomeStatus::Sent,
                     clock(),
                 );
             }
-            Some(_) => return Ok(()), // handled before (a replay)
+            Some(done) => {
+                // Handled before (a replay after a restart): report its outcome again, in case
+                // the process stopped between recording it and reporting it (reports are
+                // de-duplicated).
+                return self.report(account, &job.job_id, job.channel, done.outcome(), clock());
+            }
         }
         // Transport rate limit, but never past the job's window.
         if let Some(limiter) = self.limiters.get(&job.channel) {
@@ -232,11 +260,10 @@ impl Inner {
                 .is_err()
             {
                 tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
-                self.set_state(&job.job_id, JobState::NotSent)?;
-                return self.report(
+                return self.finish(
                     account,
-                    &job.job_id,
-                    job.channel,
+                    job,
+                    JobState::NotSent,
                     OutcomeStatus::NotSent,
                     clock(),
                 );
@@ -251,28 +278,14 @@ impl Inner {
         if let Err(reasons) = verdict {
             let codes: Vec<_> = reasons.iter().map(|r| r.code).collect();
             tracing::info!(job = %job.job_id, ?codes, "refused by the last look");
-            self.set_state(&job.job_id, JobState::NotSent)?;
-            return self.report(
-                account,
-                &job.job_id,
-                job.channel,
-                OutcomeStatus::NotSent,
-                now,
-            );
+            return self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, now);
         }
         let Some(address) =
             self.decide
                 .address(account.as_str(), &job.contact_point_id, job.channel)
         else {
             tracing::warn!(job = %job.job_id, "no address for the contact point");
-            self.set_state(&job.job_id, JobState::NotSent)?;
-            return self.report(
-                account,
-                &job.job_id,
-                job.channel,
-                OutcomeStatus::NotSent,
-                now,
-            );
+            return self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, now);
         };
         // Recorded before the call: after a crash this job is never sent again. The check and
         // the record are one step against recalls.
@@ -288,14 +301,7 @@ impl Inner {
         for attempt in 1..=self.config.max_tries.max(1) {
             match self.adapters.for_channel(job.channel).send(&msg).await {
                 Ok(()) => {
-                    self.set_state(&job.job_id, JobState::Sent)?;
-                    return self.report(
-                        account,
-                        &job.job_id,
-                        job.channel,
-                        OutcomeStatus::Sent,
-                        clock(),
-                    );
+                    return self.finish(account, job, JobState::Sent, OutcomeStatus::Sent, clock());
                 }
                 Err(SendError::Retryable(why)) if attempt < self.config.max_tries => {
                     tracing::warn!(job = %job.job_id, attempt, error = %why, "provider error; retrying");
@@ -311,11 +317,10 @@ impl Inner {
                 }
             }
         }
-        self.set_state(&job.job_id, JobState::Failed)?;
-        self.report(
+        self.finish(
             account,
-            &job.job_id,
-            job.channel,
+            job,
+            JobState::Failed,
             OutcomeStatus::Failed,
             clock(),
         )
@@ -329,24 +334,27 @@ impl Inner {
     ) -> Result<(), LogError> {
         let _t = self.transitions.lock().await;
         for job in jobs {
+            let channel = self
+                .decide
+                .account(account.as_str())
+                .and_then(|a| {
+                    a.attempts
+                        .iter()
+                        .find(|x| x.key.job_id(a.id.as_str()) == *job)
+                        .map(|x| x.channel)
+                })
+                .unwrap_or(Channel::Sms);
             match self.state(job)? {
                 None => {
                     // Not attempted yet: cancelled here, confirmed as not sent.
                     self.set_state(job, JobState::NotSent)?;
-                    let channel = self
-                        .decide
-                        .account(account.as_str())
-                        .and_then(|a| {
-                            a.attempts
-                                .iter()
-                                .find(|x| x.key.job_id(a.id.as_str()) == *job)
-                                .map(|x| x.channel)
-                        })
-                        .unwrap_or(Channel::Sms);
                     tracing::info!(%job, "recall confirmed");
                     self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
                 }
-                Some(JobState::NotSent) => {}
+                // Confirmed before (a replay): the report is de-duplicated.
+                Some(JobState::NotSent) => {
+                    self.report(account, job, channel, OutcomeStatus::NotSent, now)?
+                }
                 Some(s) => tracing::info!(%job, state = ?s, "recall failed: already attempted"),
             }
         }

@@ -209,6 +209,18 @@ fn event(s: &Shared, id: String, account: String, at: Option<Timestamp>, body: E
     }
 }
 
+/// The key that makes a request idempotent: the `Idempotency-Key` header, else the account, a
+/// kind and a hash of the body (the same body sent twice is the same fact).
+fn request_key(headers: &HeaderMap, digest: u64, account: &str, kind: &str) -> String {
+    idempotency_key(headers).unwrap_or_else(|| format!("{account}:{kind}:{digest:016x}"))
+}
+
+fn digest(body: &Result<Bytes, BytesRejection>) -> u64 {
+    body.as_ref()
+        .map(|b| xxhash_rust::xxh3::xxh3_64(b))
+        .unwrap_or(0)
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get("Idempotency-Key")
@@ -224,11 +236,8 @@ async fn put_account(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let raw = body.as_ref().map(|b| b.clone()).ok();
+    let key = request_key(&headers, digest(&body), &id, "upsert");
     let data: AccountData = parse(body)?;
-    // The same body PUT twice is the same fact.
-    let digest = raw.map_or(0, |b| xxhash_rust::xxh3::xxh3_64(&b));
-    let key = idempotency_key(&headers).unwrap_or_else(|| format!("{id}:upsert:{digest:016x}"));
     let e = event(&s, key.clone(), id, None, EventBody::AccountUpserted(data));
     submit(&s, e, format!("key:{key}")).await
 }
@@ -380,13 +389,9 @@ async fn post_opt_out(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let raw = body
-        .as_ref()
-        .map(|b| xxhash_rust::xxh3::xxh3_64(b))
-        .unwrap_or(0);
+    let d = digest(&body);
     let o: OptOutIn = parse(body)?;
-    let key =
-        idempotency_key(&headers).unwrap_or_else(|| format!("{}:opt-out:{raw:016x}", o.account_id));
+    let key = request_key(&headers, d, &o.account_id, "opt-out");
     let e = event(
         &s,
         key.clone(),
@@ -421,13 +426,9 @@ async fn post_outcome(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let raw = body
-        .as_ref()
-        .map(|b| xxhash_rust::xxh3::xxh3_64(b))
-        .unwrap_or(0);
+    let d = digest(&body);
     let o: OutcomeIn = parse(body)?;
-    let key =
-        idempotency_key(&headers).unwrap_or_else(|| format!("{}:outcome:{raw:016x}", o.account_id));
+    let key = request_key(&headers, d, &o.account_id, "outcome");
     let e = event(
         &s,
         key.clone(),

@@ -247,6 +247,45 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     cadence(ctx)
 }
 
+/// Account flags that stop all contact, most serious first: (flag, code, rule, source, detail).
+const FLAG_HOLDS: &[(u16, ReasonCode, &str, &str, &str)] = &[
+    (
+        flag::DECEASED,
+        ReasonCode::Deceased,
+        "core.deceased",
+        "12 CFR 1006.2(e) (estate representatives only)",
+        "customer deceased",
+    ),
+    (
+        flag::BANKRUPT,
+        ReasonCode::Bankruptcy,
+        "core.bankruptcy_stay",
+        "11 U.S.C. §362(a)(6): automatic stay",
+        "bankruptcy notified",
+    ),
+    (
+        flag::CEASE,
+        ReasonCode::CeaseCommunication,
+        "core.cease",
+        "15 U.S.C. §1692c(c)",
+        "customer asked to cease communication",
+    ),
+    (
+        flag::ATTORNEY,
+        ReasonCode::AttorneyRepresented,
+        "core.attorney",
+        "15 U.S.C. §1692c(a)(2): contact the attorney only",
+        "represented by an attorney",
+    ),
+    (
+        flag::DISPUTE_UPHELD,
+        ReasonCode::DisputeUpheld,
+        "core.dispute_upheld",
+        "15 U.S.C. §1692g(b)",
+        "a dispute was resolved in the customer's favour",
+    ),
+];
+
 /// The hold that stops all contact now, with when to look again.
 fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
     let a = ctx.account;
@@ -261,45 +300,10 @@ fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
             "balance is zero",
         );
     }
-    if a.has(flag::DECEASED) {
-        return r(
-            ReasonCode::Deceased,
-            "core.deceased",
-            "12 CFR 1006.2(e) (estate representatives only)",
-            "customer deceased",
-        );
-    }
-    if a.has(flag::BANKRUPT) {
-        return r(
-            ReasonCode::Bankruptcy,
-            "core.bankruptcy_stay",
-            "11 U.S.C. §362(a)(6): automatic stay",
-            "bankruptcy notified",
-        );
-    }
-    if a.has(flag::CEASE) {
-        return r(
-            ReasonCode::CeaseCommunication,
-            "core.cease",
-            "15 U.S.C. §1692c(c)",
-            "customer asked to cease communication",
-        );
-    }
-    if a.has(flag::ATTORNEY) {
-        return r(
-            ReasonCode::AttorneyRepresented,
-            "core.attorney",
-            "15 U.S.C. §1692c(a)(2): contact the attorney only",
-            "represented by an attorney",
-        );
-    }
-    if a.has(flag::DISPUTE_UPHELD) {
-        return r(
-            ReasonCode::DisputeUpheld,
-            "core.dispute_upheld",
-            "15 U.S.C. §1692g(b)",
-            "a dispute was resolved in the customer's favour",
-        );
+    for &(f, code, rule, source, detail) in FLAG_HOLDS {
+        if a.has(f) {
+            return r(code, rule, source, detail);
+        }
     }
     if !a.disputes().is_empty() {
         return r(
