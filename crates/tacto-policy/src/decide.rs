@@ -591,42 +591,54 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
             at,
             end,
             reasons: why,
-        } => {
-            let until = jittered(&job_id, at, end, ctx.policy.file.jitter_minutes);
-            if a.deferral()
-                .is_some_and(|d| d.key == key && d.until == until)
-            {
-                return Some(until);
-            }
-            reasons.splice(0..0, why);
-            let rec = ctx.record(reasons);
-            ctx.emit(EventBody::ContactDeferred {
-                job_id,
-                step: step_name,
-                until: Timestamp::from_micros(until),
-                decision: rec,
-            });
-            Some(until)
-        }
-        Earliest::NotWithin(why) => {
-            // Nothing allowed within the horizon: defer to its end and look again then.
-            let until = now + horizon_days.max(1) as i64 * MICROS_PER_DAY;
-            if a.deferral()
-                .is_some_and(|d| d.key == key && d.until == until)
-            {
-                return Some(until);
-            }
-            reasons.splice(0..0, why);
-            let rec = ctx.record(reasons);
-            ctx.emit(EventBody::ContactDeferred {
-                job_id,
-                step: step_name,
-                until: Timestamp::from_micros(until),
-                decision: rec,
-            });
-            Some(until)
-        }
+        } => defer(
+            ctx,
+            key,
+            job_id.clone(),
+            step_name,
+            jittered(&job_id, at, end, ctx.policy.file.jitter_minutes),
+            reasons,
+            why,
+        ),
+        // Nothing allowed within the horizon: defer to its end and look again then.
+        Earliest::NotWithin(why) => defer(
+            ctx,
+            key,
+            job_id,
+            step_name,
+            now + horizon_days.max(1) as i64 * MICROS_PER_DAY,
+            reasons,
+            why,
+        ),
     }
+}
+
+/// Records a deferral of the due job to `until` (once: an identical deferral is not repeated).
+fn defer(
+    ctx: &mut Ctx<'_>,
+    key: JobKey,
+    job_id: JobId,
+    step: String,
+    until: i64,
+    mut reasons: Vec<Reason>,
+    why: Vec<Reason>,
+) -> Option<i64> {
+    if ctx
+        .account
+        .deferral()
+        .is_some_and(|d| d.key == key && d.until == until)
+    {
+        return Some(until);
+    }
+    reasons.splice(0..0, why);
+    let rec = ctx.record(reasons);
+    ctx.emit(EventBody::ContactDeferred {
+        job_id,
+        step,
+        until: Timestamp::from_micros(until),
+        decision: rec,
+    });
+    Some(until)
 }
 
 /// A deterministic instant in `[at, end)`, spread over up to `jitter_minutes`.
