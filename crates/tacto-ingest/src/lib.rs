@@ -3,6 +3,7 @@
 //! id, payment id or `Idempotency-Key`) are acknowledged with `200` and not written twice. Errors
 //! are RFC 9457 problem details naming the field; nothing is half-written.
 
+pub mod commit;
 pub mod import;
 pub mod problem;
 pub mod webhook;
@@ -65,6 +66,26 @@ pub struct Ingest {
     pub view: Arc<dyn AccountView>,
     /// The clock (injected so tests control time).
     pub now: fn() -> Timestamp,
+    committer: commit::GroupCommitter,
+}
+
+impl Ingest {
+    /// The ingest service over `log`.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        config: IngestConfig,
+        view: Arc<dyn AccountView>,
+        now: fn() -> Timestamp,
+    ) -> Self {
+        let committer = commit::GroupCommitter::start(log.clone(), events::EVENTS, 1024);
+        Self {
+            log,
+            config,
+            view,
+            now,
+            committer,
+        }
+    }
 }
 
 /// The system clock.
@@ -176,15 +197,10 @@ pub struct Ack {
 async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Problem> {
     validate_input(&e).map_err(|f| Problem::invalid(f.field, f.message))?;
     let record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
-    let log = s.log.clone();
-    let appended =
-        tokio::task::spawn_blocking(move || log.append_unique(events::EVENTS, &unique, &record))
-            .await
-            .map_err(|err| Problem::unavailable(err.to_string()))?
-            .map_err(|err| {
-                tracing::error!(error = %err, "append failed");
-                Problem::unavailable("the event log is not available; nothing was written")
-            })?;
+    let appended = s.committer.append(unique, record).await.map_err(|err| {
+        tracing::error!(error = %err, "append failed");
+        Problem::unavailable("the event log is not available; nothing was written")
+    })?;
     let (status, code, pos) = match appended {
         Appended::New(p) => ("accepted", StatusCode::ACCEPTED, p),
         Appended::Duplicate(p) => ("duplicate", StatusCode::OK, p),

@@ -34,17 +34,17 @@ fn api() -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
     events::create_topics(&*log, 2).expect("topics");
-    let ingest = Ingest {
-        log: log.clone(),
-        config: IngestConfig {
+    let ingest = Ingest::new(
+        log.clone(),
+        IngestConfig {
             api_keys: vec!["k1".into()],
             webhook_secret: Some("whsec".into()),
             webhook_tolerance_secs: 300,
             max_body_bytes: 4096,
         },
-        view: Arc::new(NoView),
-        now: fixed_now,
-    };
+        Arc::new(NoView),
+        fixed_now,
+    );
     Api {
         app: router(Arc::new(ingest)),
         log,

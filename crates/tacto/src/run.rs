@@ -153,16 +153,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if generated {
         keys.push(format!("dev-{}", uuid::Uuid::new_v4().simple()));
     }
-    let ingest = Arc::new(Ingest {
-        log: dyn_log.clone(),
-        config: IngestConfig {
+    let ingest = Arc::new(Ingest::new(
+        dyn_log.clone(),
+        IngestConfig {
             api_keys: keys.clone(),
             webhook_secret: args.webhook_secret.clone(),
             ..IngestConfig::default()
         },
-        view: state.clone(),
-        now: system_now,
-    });
+        state.clone(),
+        system_now,
+    ));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
