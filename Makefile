@@ -8,9 +8,11 @@ SHELL := /bin/bash
 
 .PHONY: run test bench lint fmt deps build demo
 
-## Rust toolchain components the checks use (rustup is on every machine of this project).
+## What the checks use: Rust toolchain components (rustup is on every machine of this project)
+## and Python's fastavro (an independent Avro reader for the wire-contract test).
 deps:
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
