@@ -4,12 +4,14 @@
 //! idempotent: offsets are committed only after the decisions are durable, and a replayed event
 //! is recognised by the account state. Restart = the last snapshot plus the tail of the log.
 
+pub mod kafka;
+
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tacto_log::{EventLog, LogError, Record, events};
+use tacto_log::{Delivered, EventLog, LogError, Record, events};
 use tacto_model::validate::validate_input;
 use tacto_model::{Channel, Event, EventBody, Timestamp};
 use tacto_policy::engine::Engine;
@@ -73,6 +75,16 @@ pub struct DecideState {
 }
 
 impl DecideState {
+    /// Marks the state restored and current (readiness).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether the state is restored and current.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// An account's state (a copy).
     pub fn account(&self, id: &str) -> Option<Account> {
         self.engine.read().ok()?.store.get(id).cloned()
@@ -147,6 +159,62 @@ fn addresses(e: &Event) -> Option<Vec<Address>> {
     }
 }
 
+/// Applies one record: decodes and validates it (a record that fails goes to `dead` with the
+/// reason), remembers its addresses, folds it into its account and decides. Both backends
+/// process records through this.
+fn apply_record(
+    state: &DecideState,
+    engine: &mut Engine,
+    policy: &Policy,
+    d: &Delivered,
+    now: Timestamp,
+    outputs: &mut Vec<Event>,
+    dead: &mut Vec<Record>,
+) {
+    let event = events::from_record(&d.record)
+        .map_err(|e| e.to_string())
+        .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
+    match event {
+        Ok(e) => {
+            if let Some(a) = addresses(&e)
+                && let Ok(mut dir) = state.directory.write()
+            {
+                dir.insert(e.account_id.0.clone(), a);
+            }
+            if let Some(out) = engine.input(&e, now, policy) {
+                outputs.extend(out);
+            }
+        }
+        Err(why) => {
+            tracing::warn!(
+                partition = d.position.partition,
+                offset = d.position.offset,
+                error = %why,
+                "dead letter"
+            );
+            dead.push(events::dead_letter(&d.record, &why));
+        }
+    }
+}
+
+/// The records of a step's decisions: every one for the decisions topic, jobs and recalls also
+/// for the contacts topic.
+fn output_records(outputs: &[Event]) -> Result<(Vec<Record>, Vec<Record>), DecideError> {
+    let mut decisions = Vec::with_capacity(outputs.len());
+    let mut contacts = Vec::new();
+    for e in outputs {
+        let r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
+        if matches!(
+            e.body,
+            EventBody::ContactScheduled(_) | EventBody::JobsRecalled { .. }
+        ) {
+            contacts.push(r.clone());
+        }
+        decisions.push(r);
+    }
+    Ok((decisions, contacts))
+}
+
 impl Decide {
     /// Restores from the last snapshot (or from the start of the log when there is none).
     pub fn restore(
@@ -211,25 +279,15 @@ impl Decide {
                         .read(events::EVENTS, p as u32, self.offsets[p], self.config.batch)?;
                 for d in &batch {
                     consumed += 1;
-                    let event = events::from_record(&d.record)
-                        .map_err(|e| e.to_string())
-                        .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
-                    match event {
-                        Ok(e) => {
-                            if let Some(a) = addresses(&e)
-                                && let Ok(mut dir) = self.state.directory.write()
-                            {
-                                dir.insert(e.account_id.0.clone(), a);
-                            }
-                            if let Some(out) = engine.input(&e, now, &self.policy) {
-                                outputs.extend(out);
-                            }
-                        }
-                        Err(why) => {
-                            tracing::warn!(partition = p, offset = d.position.offset, error = %why, "dead letter");
-                            dead.push(events::dead_letter(&d.record, &why));
-                        }
-                    }
+                    apply_record(
+                        &self.state,
+                        &mut engine,
+                        &self.policy,
+                        d,
+                        now,
+                        &mut outputs,
+                        &mut dead,
+                    );
                 }
                 if let Some(last) = batch.last() {
                     self.offsets[p] = last.position.offset + 1;
@@ -258,18 +316,7 @@ impl Decide {
     }
 
     fn publish(&self, outputs: &[Event], dead: &[Record]) -> Result<(), DecideError> {
-        let mut decisions = Vec::with_capacity(outputs.len());
-        let mut contacts = Vec::new();
-        for e in outputs {
-            let r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
-            if matches!(
-                e.body,
-                EventBody::ContactScheduled(_) | EventBody::JobsRecalled { .. }
-            ) {
-                contacts.push(r.clone());
-            }
-            decisions.push(r);
-        }
+        let (decisions, contacts) = output_records(outputs)?;
         // Decisions first: the audit trail never misses a job dispatch has seen.
         self.log.append(events::DECISIONS, &decisions)?;
         self.log.append(events::CONTACTS, &contacts)?;

@@ -8,6 +8,7 @@
 //! report the outcome as an event. A recall cancels a job not yet attempted and confirms it
 //! (`not_sent`); a job already attempted cannot be recalled and is reported so.
 
+pub mod kafka;
 pub mod sink;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -16,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tacto_decide::DecideState;
-use tacto_log::{EventLog, LogError, events};
+use tacto_log::{Delivered, EventLog, LogError, events};
 use tacto_model::{
     AccountId, Channel, ContactJob, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp,
 };
@@ -55,7 +56,7 @@ impl Default for DispatchConfig {
 
 /// What happened to a job at dispatch, kept durably per job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum JobState {
+pub enum JobState {
     /// The provider is being called (if we crash now, the result is unknown: never re-send).
     Attempting,
     /// The provider accepted it.
@@ -79,7 +80,8 @@ impl JobState {
         }
     }
 
-    fn as_bytes(self) -> &'static [u8] {
+    /// The stored form.
+    pub fn as_bytes(self) -> &'static [u8] {
         match self {
             JobState::Attempting => b"attempting",
             JobState::Sent => b"sent",
@@ -89,7 +91,8 @@ impl JobState {
         }
     }
 
-    fn parse(b: &[u8]) -> Option<Self> {
+    /// Parses the stored form.
+    pub fn parse(b: &[u8]) -> Option<Self> {
         Some(match b {
             b"attempting" => JobState::Attempting,
             b"sent" => JobState::Sent,
@@ -98,6 +101,31 @@ impl JobState {
             b"ambiguous" => JobState::Ambiguous,
             _ => return None,
         })
+    }
+}
+
+/// Where dispatch keeps each job's state. Writes are durable when they return: a job is
+/// recorded as being attempted before the provider is called.
+pub trait JobStore: Send + Sync {
+    /// The job's state, if it was ever handled.
+    fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError>;
+    /// Records the job's state (the account decides the partition).
+    fn set_state(&self, account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError>;
+}
+
+/// Job states as blobs of the embedded log.
+pub struct BlobJobStore(pub Arc<dyn EventLog>);
+
+impl JobStore for BlobJobStore {
+    fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError> {
+        Ok(self
+            .0
+            .get_blob(&job_blob(job))?
+            .and_then(|b| JobState::parse(&b)))
+    }
+
+    fn set_state(&self, _account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError> {
+        self.0.put_blob(&job_blob(job), s.as_bytes())
     }
 }
 
@@ -113,6 +141,12 @@ pub struct Dispatch {
 /// What the dispatcher and its per-job tasks share.
 struct Inner {
     log: Arc<dyn EventLog>,
+    jobs: Arc<dyn JobStore>,
+    /// Partitions this instance owns (all of them on the embedded log); a job of a partition
+    /// taken away is left to its new owner unless its provider call has started.
+    owned: std::sync::RwLock<std::collections::BTreeSet<u32>>,
+    /// Ticks when partitions are taken away.
+    revocations: tokio::sync::watch::Sender<u64>,
     policy: Arc<Policy>,
     decide: Arc<DecideState>,
     adapters: Arc<Adapters>,
@@ -127,7 +161,7 @@ fn job_blob(job: &JobId) -> String {
 }
 
 impl Dispatch {
-    /// A dispatcher starting from the group's committed offsets.
+    /// A dispatcher on the embedded log, starting from the group's committed offsets.
     pub fn new(
         log: Arc<dyn EventLog>,
         policy: Arc<Policy>,
@@ -139,6 +173,26 @@ impl Dispatch {
         let offsets = (0..partitions)
             .map(|p| log.committed(&config.group, events::CONTACTS, p))
             .collect::<Result<Vec<_>, _>>()?;
+        let jobs = Arc::new(BlobJobStore(log.clone()));
+        let mut d = Self::with_store(log, jobs, policy, decide, adapters, config, partitions)?;
+        d.offsets = offsets;
+        if let Ok(mut o) = d.inner.owned.write() {
+            o.extend(0..partitions);
+        }
+        Ok(d)
+    }
+
+    /// A dispatcher over any job store; it owns no partition until told.
+    pub fn with_store(
+        log: Arc<dyn EventLog>,
+        jobs: Arc<dyn JobStore>,
+        policy: Arc<Policy>,
+        decide: Arc<DecideState>,
+        adapters: Arc<Adapters>,
+        config: DispatchConfig,
+        partitions: u32,
+    ) -> Result<Self, LogError> {
+        let offsets = vec![0; partitions as usize];
         let limiters = config
             .rate_per_second
             .iter()
@@ -152,6 +206,9 @@ impl Dispatch {
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
+                jobs,
+                owned: Default::default(),
+                revocations: tokio::sync::watch::channel(0).0,
                 policy,
                 decide,
                 adapters,
@@ -170,14 +227,21 @@ impl Dispatch {
 
 impl Inner {
     fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError> {
-        Ok(self
-            .log
-            .get_blob(&job_blob(job))?
-            .and_then(|b| JobState::parse(&b)))
+        self.jobs.state(job)
     }
 
-    fn set_state(&self, job: &JobId, s: JobState) -> Result<(), LogError> {
-        self.log.put_blob(&job_blob(job), s.as_bytes())
+    fn owns(&self, partition: u32) -> bool {
+        self.owned.read().is_ok_and(|o| o.contains(&partition))
+    }
+
+    /// Returns when `partition` is taken away from this instance.
+    async fn revoked(&self, partition: u32) {
+        let mut rx = self.revocations.subscribe();
+        while self.owns(partition) {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     fn report(
@@ -217,12 +281,13 @@ impl Inner {
         status: OutcomeStatus,
         at: Timestamp,
     ) -> Result<(), LogError> {
-        self.set_state(&job.job_id, state)?;
+        self.jobs.set_state(account, &job.job_id, state)?;
         self.report(account, &job.job_id, job.channel, status, at)
     }
 
     async fn handle_job(
         &self,
+        partition: u32,
         account: &AccountId,
         job: &ContactJob,
         clock: fn() -> Timestamp,
@@ -255,10 +320,14 @@ impl Inner {
                 .since(clock())
                 .to_std()
                 .unwrap_or(Duration::ZERO);
-            if tokio::time::timeout(left, limiter.until_ready())
-                .await
-                .is_err()
-            {
+            let ready = tokio::select! {
+                r = tokio::time::timeout(left, limiter.until_ready()) => r,
+                _ = self.revoked(partition) => {
+                    tracing::info!(job = %job.job_id, "partition taken away: left to its new owner");
+                    return Ok(());
+                }
+            };
+            if ready.is_err() {
                 tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
                 return self.finish(
                     account,
@@ -294,7 +363,11 @@ impl Inner {
             if self.state(&job.job_id)?.is_some() {
                 return Ok(()); // recalled while waiting
             }
-            self.set_state(&job.job_id, JobState::Attempting)?;
+            if !self.owns(partition) {
+                return Ok(()); // taken away: its new owner handles it
+            }
+            self.jobs
+                .set_state(account, &job.job_id, JobState::Attempting)?;
         }
         let msg = Message::new(account, job, address, now);
         let mut delay = self.config.backoff;
@@ -347,7 +420,7 @@ impl Inner {
             match self.state(job)? {
                 None => {
                     // Not attempted yet: cancelled here, confirmed as not sent.
-                    self.set_state(job, JobState::NotSent)?;
+                    self.jobs.set_state(account, job, JobState::NotSent)?;
                     tracing::info!(%job, "recall confirmed");
                     self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
                 }
@@ -366,70 +439,85 @@ impl Dispatch {
     /// Handles what is on the contacts topic now; returns how many records it consumed. Each
     /// job runs in its own task (waiting for its rate limit does not hold up recalls).
     pub async fn step(&mut self, clock: fn() -> Timestamp) -> Result<usize, LogError> {
-        let inner = &self.inner;
         let mut consumed = 0;
         for p in 0..self.offsets.len() {
-            let batch = inner
+            let batch = self
+                .inner
                 .log
                 .read(events::CONTACTS, p as u32, self.offsets[p], 256)?;
             for d in &batch {
                 consumed += 1;
-                match events::from_record(&d.record) {
-                    Ok(e) => match e.body {
-                        EventBody::ContactScheduled(job) => {
-                            let inner = inner.clone();
-                            let account = e.account_id.clone();
-                            let offset = d.position.offset;
-                            if let Ok(mut f) = self.in_flight.lock() {
-                                f[p].insert(offset);
-                            }
-                            let in_flight = self.in_flight.clone();
-                            tokio::spawn(async move {
-                                if let Err(err) = inner.handle_job(&account, &job, clock).await {
-                                    tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
-                                }
-                                if let Ok(mut f) = in_flight.lock() {
-                                    f[p].remove(&offset);
-                                }
-                            });
-                        }
-                        EventBody::JobsRecalled { job_ids, .. } => {
-                            inner
-                                .handle_recall(&e.account_id, &job_ids, clock())
-                                .await?
-                        }
-                        _ => {}
-                    },
-                    Err(err) => {
-                        let why = err.to_string();
-                        inner.log.append(
-                            events::DEAD_LETTERS,
-                            &[events::dead_letter(&d.record, &why)],
-                        )?;
-                    }
-                }
-                self.offsets[p] = d.position.offset + 1;
+                self.handle(d, clock).await?;
             }
         }
         self.commit()?;
         Ok(consumed)
     }
 
+    /// Handles one record of the contacts topic: a job starts its own task, a recall is handled
+    /// now, an undecodable record goes to the dead letters. Moves the partition's offset on.
+    async fn handle(&mut self, d: &Delivered, clock: fn() -> Timestamp) -> Result<(), LogError> {
+        let inner = &self.inner;
+        let p = d.position.partition as usize;
+        match events::from_record(&d.record) {
+            Ok(e) => match e.body {
+                EventBody::ContactScheduled(job) => {
+                    let inner = inner.clone();
+                    let account = e.account_id.clone();
+                    let offset = d.position.offset;
+                    if let Ok(mut f) = self.in_flight.lock() {
+                        f[p].insert(offset);
+                    }
+                    let in_flight = self.in_flight.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = inner.handle_job(p as u32, &account, &job, clock).await {
+                            tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
+                        }
+                        if let Ok(mut f) = in_flight.lock() {
+                            f[p].remove(&offset);
+                        }
+                    });
+                }
+                EventBody::JobsRecalled { job_ids, .. } => {
+                    inner
+                        .handle_recall(&e.account_id, &job_ids, clock())
+                        .await?
+                }
+                _ => {}
+            },
+            Err(err) => {
+                let why = err.to_string();
+                tracing::warn!(partition = p, offset = d.position.offset, error = %why, "dead letter");
+                inner.log.append(
+                    events::DEAD_LETTERS,
+                    &[events::dead_letter(&d.record, &why)],
+                )?;
+            }
+        }
+        self.offsets[p] = d.position.offset + 1;
+        Ok(())
+    }
+
+    /// The first offset of `partition` not fully handled (what may be committed).
+    fn handled_upto(&self, partition: usize) -> u64 {
+        let lowest = self
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|f| f.get(partition).and_then(|s| s.first().copied()));
+        let next = self.offsets.get(partition).copied().unwrap_or(0);
+        lowest.map_or(next, |o| o.min(next))
+    }
+
     /// Commits, per partition, the first offset not fully handled.
     fn commit(&self) -> Result<(), LogError> {
-        let lowest: Vec<Option<u64>> = match self.in_flight.lock() {
-            Ok(f) => f.iter().map(|s| s.first().copied()).collect(),
-            Err(_) => return Ok(()),
-        };
-        for (p, next) in self.offsets.iter().enumerate() {
-            let upto = lowest
-                .get(p)
-                .copied()
-                .flatten()
-                .map_or(*next, |o| o.min(*next));
-            self.inner
-                .log
-                .commit(&self.inner.config.group, events::CONTACTS, p as u32, upto)?;
+        for p in 0..self.offsets.len() {
+            self.inner.log.commit(
+                &self.inner.config.group,
+                events::CONTACTS,
+                p as u32,
+                self.handled_upto(p),
+            )?;
         }
         Ok(())
     }

@@ -1,6 +1,9 @@
-//! Tacto's topics and the framing of events on them: the Avro datum as the value, the account id
-//! as the key, and CloudEvents-style headers (`ce_id`, `ce_type`, `ce_source`, `ce_time`).
+//! Tacto's topics and the framing of events on them: the framed Avro datum as the value (see
+//! [`crate::framing`]), the account id as the key, and the CloudEvents Kafka binding's headers
+//! (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `content-type`, plus the W3C
+//! `traceparent` when the event is part of a trace).
 
+use crate::framing::{self, FrameError};
 use crate::{EventLog, LogError, Record};
 use tacto_model::{Event, avro};
 
@@ -12,6 +15,10 @@ pub const CONTACTS: &str = "tacto.contacts";
 pub const DECISIONS: &str = "tacto.decisions";
 /// Records that could not be decoded or applied, with the error.
 pub const DEAD_LETTERS: &str = "tacto.dead-letters";
+/// Decide's state per account (compacted changelog; Kafka backend).
+pub const DECIDE_STATE: &str = "tacto.decide-state";
+/// Dispatch's job states (compacted changelog; Kafka backend).
+pub const DISPATCH_JOBS: &str = "tacto.dispatch-jobs";
 
 /// Creates Tacto's topics with `partitions` partitions each.
 pub fn create_topics(log: &dyn EventLog, partitions: u32) -> Result<(), LogError> {
@@ -25,8 +32,9 @@ pub fn create_topics(log: &dyn EventLog, partitions: u32) -> Result<(), LogError
 pub fn to_record(e: &Event) -> Result<Record, avro::AvroError> {
     Ok(Record {
         key: e.account_id.0.clone(),
-        value: avro::encode(e)?,
+        value: framing::encode(e)?,
         headers: vec![
+            ("ce_specversion".into(), "1.0".into()),
             ("ce_id".into(), e.id.0.clone()),
             (
                 "ce_type".into(),
@@ -34,13 +42,14 @@ pub fn to_record(e: &Event) -> Result<Record, avro::AvroError> {
             ),
             ("ce_source".into(), e.source.clone()),
             ("ce_time".into(), e.occurred_at.to_string()),
+            ("content-type".into(), "application/avro".into()),
         ],
     })
 }
 
 /// Reads an event back from a record.
-pub fn from_record(r: &Record) -> Result<Event, avro::AvroError> {
-    avro::decode(&r.value)
+pub fn from_record(r: &Record) -> Result<Event, FrameError> {
+    framing::decode(&r.value)
 }
 
 /// A dead letter: the original record with the error in a header.

@@ -7,6 +7,8 @@
 
 pub mod embedded;
 pub mod events;
+pub mod framing;
+pub mod kafka;
 
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +93,12 @@ pub enum LogError {
         /// Partition.
         partition: u32,
     },
-    /// The storage failed (disk full, corruption, IO).
+    /// The storage failed (disk full, corruption, IO, an unreachable broker).
     #[error("log storage: {0}")]
     Storage(String),
+    /// The backend does not offer this operation.
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
 }
 
 /// The partition of `key` among `partitions` (stable across processes and versions).
@@ -110,7 +115,8 @@ pub trait EventLog: Send + Sync {
     /// Appends records (each to its key's partition) atomically and durably.
     fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<Position>, LogError>;
     /// Appends one record unless a record with the same `unique` key was appended before to
-    /// this topic; atomically with the check.
+    /// this topic; atomically with the check. (A backend that cannot check, Kafka, appends and
+    /// reports it new: consumers must be idempotent anyway.)
     fn append_unique(
         &self,
         topic: &str,

@@ -8,7 +8,7 @@ use crate::policy::Policy;
 use crate::store::AccountStore;
 use compact_str::CompactString;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use tacto_model::{Event, Timestamp};
 
 /// Accounts and their timers.
@@ -18,6 +18,8 @@ pub struct Engine {
     pub store: AccountStore,
     timers: BinaryHeap<Reverse<(Timestamp, CompactString)>>,
     wakes: HashMap<CompactString, Timestamp>,
+    /// Accounts changed since the last [`Engine::take_changed`], when tracked.
+    changed: Option<HashSet<CompactString>>,
 }
 
 impl Engine {
@@ -39,6 +41,49 @@ impl Engine {
             e.schedule(CompactString::from(id), Some(at));
         }
         e
+    }
+
+    /// Starts remembering which accounts change (for a changelog of account states).
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    /// The accounts changed since the last call (empty when changes are not tracked).
+    pub fn take_changed(&mut self) -> Vec<CompactString> {
+        self.changed
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default()
+    }
+
+    fn touch(&mut self, id: &str) {
+        if let Some(c) = self.changed.as_mut()
+            && !c.contains(id)
+        {
+            c.insert(CompactString::from(id));
+        }
+    }
+
+    /// An account's pending wake-up.
+    pub fn wake_of(&self, id: &str) -> Option<Timestamp> {
+        self.wakes.get(id).copied()
+    }
+
+    /// Puts in a restored account and its wake-up (replacing the same account).
+    pub fn insert(&mut self, account: crate::Account, wake: Option<Timestamp>) {
+        let id = CompactString::from(account.id.as_str());
+        self.store.insert(account);
+        self.schedule(id, wake);
+    }
+
+    /// Keeps only the accounts (and their timers) `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.store.retain(|a| keep(a.id.as_str()));
+        self.wakes.retain(|id, _| keep(id));
+        self.timers.retain(|Reverse((_, id))| keep(id));
+        if let Some(c) = self.changed.as_mut() {
+            c.retain(|id| keep(id));
+        }
     }
 
     fn schedule(&mut self, id: CompactString, wake: Option<Timestamp>) {
@@ -63,6 +108,7 @@ impl Engine {
         }
         let d = settle(account, now, policy);
         self.schedule(CompactString::from(e.account_id.as_str()), d.next_wake);
+        self.touch(e.account_id.as_str());
         Some(d.events)
     }
 
@@ -83,6 +129,7 @@ impl Engine {
         let now = w.max(floor);
         let account = self.store.get_or_create(&id);
         let d = settle(account, now, policy);
+        self.touch(&id);
         self.schedule(id, d.next_wake);
         Some(d.events)
     }

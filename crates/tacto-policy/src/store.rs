@@ -114,6 +114,12 @@ impl AccountStore {
     pub fn iter(&self) -> impl Iterator<Item = &Account> {
         self.table.iter().map(|b| &**b)
     }
+
+    /// Keeps only the accounts `keep` says yes to (a decide instance dropping the accounts of
+    /// partitions it no longer owns).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Account) -> bool) {
+        self.table.retain(|a| keep(a));
+    }
 }
 
 /// Points the account's profile at the one shared copy of its place.
@@ -146,5 +152,8 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.get("a").map(|a| a.balance_minor), Some(9));
         assert!(s.get("zz").is_none());
+        s.retain(|a| a.id != "a");
+        assert!(s.get("a").is_none());
+        assert_eq!(s.len(), 1);
     }
 }

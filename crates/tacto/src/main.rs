@@ -5,6 +5,7 @@ mod demo;
 mod explain;
 mod import;
 mod run;
+mod services;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,17 @@ struct Cli {
 enum Command {
     /// Ingest, decide and dispatch in one process on the embedded durable log (the HTTP API).
     Run(run::Args),
+    /// Kafka topics: `tacto topics create --partitions N`.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// The HTTP API as a service of its own, on Kafka.
+    Ingest(services::IngestArgs),
+    /// A decide instance on Kafka (run as many as the events topic has partitions).
+    Decide(services::DecideArgs),
+    /// A dispatch instance on Kafka (run as many as the contacts topic has partitions).
+    Dispatch(services::DispatchArgs),
     /// Imports a CSV of accounts into a running Tacto (per-row error report).
     Import {
         /// The CSV file (header row; see the README for the columns).
@@ -58,9 +70,21 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Creates Tacto's topics (idempotent; partition counts must match existing topics).
+    Create(services::TopicsArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
+        Command::Topics {
+            action: TopicsAction::Create(args),
+        } => services::create_topics(args),
+        Command::Ingest(args) => services::ingest(args),
+        Command::Decide(args) => services::decide(args),
+        Command::Dispatch(args) => services::dispatch(args),
         Command::Import { file, conn } => import::run(&conn, &file),
         Command::Explain { account, conn } => explain::run(&conn, &account),
         Command::Demo(args) => demo::run(&args),

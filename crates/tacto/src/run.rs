@@ -17,18 +17,11 @@ pub struct Args {
     /// Where the log, snapshots and the outbox live.
     #[arg(long, env = "TACTO_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// Address of the HTTP API.
-    #[arg(long, env = "TACTO_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
+    #[command(flatten)]
+    api: ApiArgs,
     /// Policy file (TOML); the built-in example when absent.
     #[arg(long, env = "TACTO_POLICY")]
     policy: Option<PathBuf>,
-    /// Accepted API keys, comma-separated; a random one is made and printed when none is given.
-    #[arg(long, env = "TACTO_API_KEYS", value_delimiter = ',')]
-    api_keys: Vec<String>,
-    /// Shared secret of signed payment webhooks (webhooks are off without it).
-    #[arg(long, env = "TACTO_WEBHOOK_SECRET")]
-    webhook_secret: Option<String>,
     /// Partitions of each topic (fixed when the log is created).
     #[arg(long, env = "TACTO_PARTITIONS", default_value_t = 4)]
     partitions: u32,
@@ -38,6 +31,49 @@ pub struct Args {
     /// …or after this many seconds, whichever comes first.
     #[arg(long, env = "TACTO_SNAPSHOT_INTERVAL_SECS", default_value_t = 30)]
     snapshot_interval_secs: u64,
+    #[command(flatten)]
+    channels: ChannelArgs,
+}
+
+/// The HTTP API's address and credentials (shared by `tacto run` and `tacto ingest`).
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "TACTO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Accepted API keys, comma-separated; a random one is made and printed when none is given.
+    #[arg(long, env = "TACTO_API_KEYS", value_delimiter = ',')]
+    api_keys: Vec<String>,
+    /// Shared secret of signed payment webhooks (webhooks are off without it).
+    #[arg(long, env = "TACTO_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+}
+
+impl ApiArgs {
+    /// The API keys, with a generated one when none was given (and whether it was generated).
+    pub fn keys(&self) -> (Vec<String>, bool) {
+        let mut keys = self.api_keys.clone();
+        keys.retain(|k| !k.trim().is_empty());
+        let generated = keys.is_empty();
+        if generated {
+            keys.push(format!("dev-{}", uuid::Uuid::new_v4().simple()));
+        }
+        (keys, generated)
+    }
+
+    /// Ingest settings with these credentials.
+    pub fn ingest_config(&self, keys: Vec<String>) -> IngestConfig {
+        IngestConfig {
+            api_keys: keys,
+            webhook_secret: self.webhook_secret.clone(),
+            ..IngestConfig::default()
+        }
+    }
+}
+
+/// Where and how fast dispatch sends (shared by `tacto run` and `tacto dispatch`).
+#[derive(clap::Args, Debug)]
+pub struct ChannelArgs {
     /// Send SMS jobs as JSON to this URL (otherwise to the outbox file).
     #[arg(long, env = "TACTO_SMS_WEBHOOK")]
     sms_webhook: Option<String>,
@@ -61,7 +97,8 @@ pub struct Args {
     rate_voice: f64,
 }
 
-fn adapters(args: &Args, sink: FileSink) -> anyhow::Result<Adapters> {
+/// The adapters the channel options ask for; the file sink for the rest.
+pub fn adapters(args: &ChannelArgs, sink: FileSink) -> anyhow::Result<Adapters> {
     let mut a = Adapters::new(Adapter::File(sink));
     for (channel, url) in [
         (Channel::Sms, &args.sms_webhook),
@@ -81,6 +118,21 @@ fn adapters(args: &Args, sink: FileSink) -> anyhow::Result<Adapters> {
     Ok(a)
 }
 
+impl ChannelArgs {
+    /// Dispatch settings with these rates.
+    pub fn dispatch_config(&self) -> DispatchConfig {
+        DispatchConfig {
+            rate_per_second: [
+                (Channel::Sms, self.rate_sms),
+                (Channel::Email, self.rate_email),
+                (Channel::Voice, self.rate_voice),
+            ]
+            .into(),
+            ..DispatchConfig::default()
+        }
+    }
+}
+
 /// Loads a policy file, or the example.
 pub fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     match path {
@@ -93,8 +145,8 @@ pub fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     }
 }
 
-/// Runs the three services until Ctrl-C or SIGTERM.
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
@@ -102,6 +154,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Runs the three services until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,37 +192,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dyn_log.clone(),
         policy.clone(),
         state.clone(),
-        Arc::new(adapters(&args, sink)?),
-        DispatchConfig {
-            rate_per_second: [
-                (Channel::Sms, args.rate_sms),
-                (Channel::Email, args.rate_email),
-                (Channel::Voice, args.rate_voice),
-            ]
-            .into(),
-            ..DispatchConfig::default()
-        },
+        Arc::new(adapters(&args.channels, sink)?),
+        args.channels.dispatch_config(),
     )
     .context("cannot start dispatch")?;
-    let mut keys = args.api_keys.clone();
-    keys.retain(|k| !k.trim().is_empty());
-    let generated = keys.is_empty();
-    if generated {
-        keys.push(format!("dev-{}", uuid::Uuid::new_v4().simple()));
-    }
+    let (keys, generated) = args.api.keys();
     let ingest = Arc::new(Ingest::new(
         dyn_log.clone(),
-        IngestConfig {
-            api_keys: keys.clone(),
-            webhook_secret: args.webhook_secret.clone(),
-            ..IngestConfig::default()
-        },
+        args.api.ingest_config(keys.clone()),
         state.clone(),
         system_now,
     ));
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&args.api.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.api.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!(
@@ -203,7 +243,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

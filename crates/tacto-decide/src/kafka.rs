@@ -1,0 +1,291 @@
+//! Decide on Kafka: any number of instances share the events topic through a consumer group.
+//!
+//! Each instance keeps the accounts of the partitions it owns. After every step it appends, in
+//! this order, the decisions and contact jobs, the dead letters, and the new state of every
+//! account the step changed to the compacted `tacto.decide-state` changelog (co-partitioned with
+//! the events: same key, same partition); only then it commits the events' offsets. On
+//! assignment an instance restores a partition by reading its changelog (the accounts as of the
+//! last committed step, or later) and goes on from the committed offset; events it sees again are
+//! recognised by their ids, and jobs decided again get the same deterministic ids (dispatch
+//! sends a job id once). On revocation it commits and drops the partition's accounts.
+
+use crate::{Address, DecideConfig, DecideError, DecideState, apply_record, output_records};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tacto_log::kafka::{GroupConsumer, KafkaLog, KafkaSettings, Rebalanced, read_partition_to_end};
+use tacto_log::{EventLog, Record, events, partition_for};
+use tacto_model::{Event, Timestamp};
+use tacto_policy::{Account, Policy};
+
+/// One account's entry in the changelog: everything decide needs to resume it.
+#[derive(Serialize, Deserialize)]
+pub struct StateEntry {
+    /// The account's folded state.
+    pub account: Account,
+    /// Its pending wake-up.
+    pub wake: Option<Timestamp>,
+    /// Its contact addresses (personal data, as on the events topic).
+    pub addresses: Vec<Address>,
+}
+
+impl StateEntry {
+    /// Decodes a changelog value.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecideError> {
+        postcard::from_bytes(bytes).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
+    }
+}
+
+/// Reads a partition of the decide changelog into `state` (accounts, wakes and addresses).
+/// Returns how many entries it read.
+pub fn restore_partition(
+    settings: &KafkaSettings,
+    state: &DecideState,
+    partition: u32,
+) -> Result<u64, DecideError> {
+    let mut entries = Vec::new();
+    let n = read_partition_to_end(settings, events::DECIDE_STATE, partition, |d| {
+        entries.push(d)
+    })?;
+    let mut engine = state
+        .engine
+        .write()
+        .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+    let mut dir = state
+        .directory
+        .write()
+        .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+    for d in entries {
+        match StateEntry::decode(&d.record.value) {
+            Ok(entry) => {
+                dir.insert(entry.account.id.to_string(), entry.addresses);
+                engine.insert(entry.account, entry.wake);
+            }
+            Err(e) => {
+                tracing::error!(partition, offset = d.position.offset, error = %e, "unreadable changelog entry skipped")
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Applies one changelog entry to a read-only view (ingest's account views, dispatch's last
+/// look): the account and its addresses; timers are decide's business.
+pub fn apply_entry(view: &DecideState, d: tacto_log::Delivered) {
+    match StateEntry::decode(&d.record.value) {
+        Ok(entry) => {
+            if let Ok(mut dir) = view.directory.write() {
+                dir.insert(entry.account.id.to_string(), entry.addresses);
+            }
+            if let Ok(mut e) = view.engine.write() {
+                e.insert(entry.account, None);
+            }
+        }
+        Err(e) => tracing::error!(
+            partition = d.position.partition,
+            offset = d.position.offset,
+            error = %e,
+            "unreadable decide state skipped"
+        ),
+    }
+}
+
+/// A decide instance on Kafka.
+pub struct KafkaDecide {
+    log: Arc<KafkaLog>,
+    policy: Arc<Policy>,
+    config: DecideConfig,
+    /// State of the owned partitions (shared with the HTTP health and account views).
+    pub state: Arc<DecideState>,
+    partitions: u32,
+    owned: BTreeSet<u32>,
+    pending: Option<Pending>,
+}
+
+/// A step's outputs not yet durable.
+struct Pending {
+    decisions: Vec<Record>,
+    contacts: Vec<Record>,
+    dead: Vec<Record>,
+    changed: Vec<Record>,
+    next: std::collections::BTreeMap<u32, u64>,
+}
+
+impl KafkaDecide {
+    /// An instance that will join the group on [`KafkaDecide::run`].
+    pub fn new(
+        log: Arc<KafkaLog>,
+        policy: Arc<Policy>,
+        config: DecideConfig,
+    ) -> Result<Self, DecideError> {
+        let partitions = log.partitions(events::EVENTS)?;
+        let state = Arc::new(DecideState::default());
+        if let Ok(mut e) = state.engine.write() {
+            e.track_changes();
+        }
+        Ok(Self {
+            log,
+            policy,
+            config,
+            state,
+            partitions,
+            owned: BTreeSet::new(),
+            pending: None,
+        })
+    }
+
+    fn rebalanced(&mut self, change: Rebalanced) -> Result<(), DecideError> {
+        match change {
+            Rebalanced::Assigned(ps) => {
+                for p in ps {
+                    let n = restore_partition(self.log.settings(), &self.state, p)?;
+                    tracing::info!(partition = p, accounts = n, "partition restored");
+                    self.owned.insert(p);
+                }
+            }
+            Rebalanced::Revoked(ps) => {
+                let parts = self.partitions;
+                let gone: BTreeSet<u32> = ps.into_iter().collect();
+                let keep = |id: &str| !gone.contains(&partition_for(id, parts));
+                if let Ok(mut e) = self.state.engine.write() {
+                    e.retain(keep);
+                }
+                if let Ok(mut d) = self.state.directory.write() {
+                    d.retain(|id, _| keep(id));
+                }
+                self.owned.retain(|p| !gone.contains(p));
+            }
+        }
+        Ok(())
+    }
+
+    /// One step: records of owned partitions and due timers in, decisions and state out, then
+    /// the offsets are declared done. Returns how many records it consumed.
+    fn step(
+        &mut self,
+        consumer: &GroupConsumer,
+        now: Timestamp,
+        wait: Duration,
+    ) -> Result<usize, DecideError> {
+        self.flush(consumer)?;
+        let (changes, batch) = consumer.poll(self.config.batch, wait)?;
+        for c in changes {
+            self.rebalanced(c)?;
+        }
+        let mut outputs: Vec<Event> = Vec::new();
+        let mut dead: Vec<Record> = Vec::new();
+        let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
+        let changed = {
+            let mut engine = self
+                .state
+                .engine
+                .write()
+                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            for d in batch
+                .iter()
+                .filter(|d| self.owned.contains(&d.position.partition))
+            {
+                apply_record(
+                    &self.state,
+                    &mut engine,
+                    &self.policy,
+                    d,
+                    now,
+                    &mut outputs,
+                    &mut dead,
+                );
+                next.insert(d.position.partition, d.position.offset + 1);
+            }
+            outputs.extend(engine.fire_due(now, &self.policy));
+            let changed = engine.take_changed();
+            let dir = self
+                .state
+                .directory
+                .read()
+                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            let mut records = Vec::with_capacity(changed.len());
+            for id in changed {
+                let Some(account) = engine.store.get(&id) else {
+                    continue;
+                };
+                let entry = StateEntry {
+                    account: account.clone(),
+                    wake: engine.wake_of(&id),
+                    addresses: dir.get(id.as_str()).cloned().unwrap_or_default(),
+                };
+                let value = postcard::to_allocvec(&entry)
+                    .map_err(|e| DecideError::Snapshot(e.to_string()))?;
+                records.push(Record::new(id.as_str(), value));
+            }
+            records
+        };
+        let (decisions, contacts) = output_records(&outputs)?;
+        self.pending = Some(Pending {
+            decisions,
+            contacts,
+            dead,
+            changed,
+            next,
+        });
+        self.flush(consumer)?;
+        Ok(batch.len())
+    }
+
+    /// Appends a step's outputs, then declares its offsets done. Until this succeeds the
+    /// instance polls nothing new (the step's state change is already in memory).
+    fn flush(&mut self, consumer: &GroupConsumer) -> Result<(), DecideError> {
+        let Some(p) = self.pending.as_ref() else {
+            return Ok(());
+        };
+        self.log.append(events::DECISIONS, &p.decisions)?;
+        self.log.append(events::CONTACTS, &p.contacts)?;
+        self.log.append(events::DEAD_LETTERS, &p.dead)?;
+        self.log.append(events::DECIDE_STATE, &p.changed)?;
+        for (part, n) in &p.next {
+            consumer.done(*part, *n);
+        }
+        if !p.next.is_empty() {
+            consumer.commit();
+        }
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Joins the group and runs until `shutdown` turns true (blocking: run it on a thread of
+    /// its own or in `spawn_blocking`).
+    pub fn run(
+        mut self,
+        group_settings: &KafkaSettings,
+        clock: fn() -> Timestamp,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), DecideError> {
+        // Decide handles a batch completely before it polls again, so at a revocation there is
+        // nothing in flight: the hook has nothing to wait for.
+        let consumer = GroupConsumer::join(
+            group_settings,
+            &self.config.group,
+            events::EVENTS,
+            Box::new(|_| {}),
+        )?;
+        self.state.ready.store(true, Ordering::Release);
+        while !*shutdown.borrow() {
+            let wait = self
+                .state
+                .engine
+                .read()
+                .ok()
+                .and_then(|e| e.peek())
+                .map(|w| w.since(clock()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
+            if let Err(e) = self.step(&consumer, clock(), wait) {
+                tracing::error!(error = %e, "decide step failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        consumer.commit();
+        Ok(())
+    }
+}
