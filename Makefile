@@ -6,11 +6,29 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run test bench lint fmt deps build demo
+.PHONY: run test bench lint fmt deps system-deps test-broker build demo
+
+## Debian packages librdkafka is built with (rdkafka's cmake-build feature).
+SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
+## The Kafka-compatible broker of the real-broker tests (cached in ~/.cargo/bin once built).
+TANSU_VERSION := 0.6.0
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q $$missing; \
+	fi
+
+## About 10 minutes the first time on 2 cores; reused afterwards.
+test-broker:
+	@tansu --version 2>/dev/null | grep -q '$(TANSU_VERSION)' || \
+	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features libsql
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
 ## and Python's fastavro (an independent Avro reader for the wire-contract test).
-deps:
+deps: system-deps
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 	@python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
@@ -29,8 +47,8 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint
-	$(CARGO) test --workspace
+test: lint test-broker
+	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace
 
 bench: deps
 	$(CARGO) bench -p tacto-policy --bench core
