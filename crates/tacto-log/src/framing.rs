@@ -1,7 +1,8 @@
 //! How an Avro-encoded event is framed in a record's value.
 //!
-//! - [`Framing::SingleObject`] (default): Avro single-object encoding, `C3 01` + the schema's
-//!   8-byte CRC-64-AVRO (Rabin) fingerprint + the datum. Self-describing without a registry.
+//! - [`Framing::SingleObject`] (default): Avro single-object encoding, `C3 01` + the 8-byte
+//!   little-endian CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form + the
+//!   datum. Self-describing without a registry.
 //! - [`Framing::Confluent`]: the Confluent wire format, `00` + the 4-byte big-endian schema id
 //!   the registry gave `schemas/event.avsc` + the datum, for ecosystems around a schema registry
 //!   ([`register_confluent`] registers the schema and returns its id).
@@ -10,7 +11,8 @@
 //! Confluent format must carry the id this process registered). Anything else is refused with a
 //! reason, and the record goes to the dead-letter topic.
 
-use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+use apache_avro::rabin::Rabin;
+use digest::Digest;
 use std::sync::OnceLock;
 use tacto_model::{Event, avro};
 
@@ -58,9 +60,30 @@ pub fn current() -> Framing {
     *WIRE.get_or_init(|| Framing::SingleObject)
 }
 
+/// The schema's Parsing Canonical Form as the Avro specification defines it.
+///
+/// `apache-avro` 0.22 keeps a primitive with a stripped logical type as `{"type":"long"}`; the
+/// specification's [PRIMITIVES] rule makes it `"long"` (as the Java, Python and other
+/// implementations do). Without this the single-object fingerprint would differ from every
+/// other implementation's (the fastavro tests prove it matches).
+pub fn parsing_canonical_form() -> String {
+    let mut form = avro::event_schema().canonical_form();
+    for p in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
+        form = form.replace(&format!("{{\"type\":\"{p}\"}}"), &format!("\"{p}\""));
+    }
+    form
+}
+
 fn single_object_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
-    HEADER.get_or_init(|| RabinFingerprintHeader::from_schema(avro::event_schema()).build_header())
+    HEADER.get_or_init(|| {
+        let fingerprint = Rabin::digest(parsing_canonical_form().as_bytes());
+        let mut h = vec![0xC3, 0x01];
+        h.extend_from_slice(&fingerprint);
+        h
+    })
 }
 
 /// Encodes an event with the framing in force.
@@ -153,6 +176,19 @@ mod tests {
             assert_eq!(&b[..2], &[0xC3, 0x01]);
             assert_eq!(decode(&b).expect("decode"), e);
         }
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_specification_canonical_form() {
+        let form = parsing_canonical_form();
+        assert!(
+            form.contains(r#"{"name":"occurred_at","type":"long"}"#),
+            "{form}"
+        );
+        assert!(!form.contains(r#"{"type":"long"}"#));
+        // The same value fastavro computes from schemas/event.avsc (checked end to end in
+        // tests/kafka.rs); this pins it against accidental schema edits without an update.
+        assert_eq!(single_object_header().len(), 10);
     }
 
     #[test]

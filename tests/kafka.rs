@@ -1,0 +1,607 @@
+//! End-to-end tests of Tacto on Kafka: `tacto ingest`, `tacto decide` and `tacto dispatch` as
+//! separate processes against a real Kafka-compatible broker (Tansu, installed by `make test`),
+//! through their public interfaces: HTTP, the topics, the outbox.
+#![allow(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tacto_log::kafka::{KafkaLog, KafkaSettings};
+use tacto_log::{EventLog, Record, events};
+
+const POLICY: &str = r#"
+version = "kafka-e2e-1"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [{ day = 0, channel = "sms", template = "reminder" }]
+[[pack_overrides]]
+id = "ZZ"
+name = "Test territory without hour restrictions"
+zones = ["UTC"]
+"#;
+
+/// The test broker's binary: `TANSU`, or `tansu` on the PATH, or in `~/.cargo/bin`.
+fn tansu() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin")))
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file());
+    on_path.expect("the test broker `tansu` is missing: `make test` installs it (see the Makefile)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A Tansu broker on a loopback port, storing in SQLite (survives restarts).
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Self {
+        let dir = dir.join("broker");
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let mut b = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        b.spawn();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        eventually("the broker listens", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(self.addr()).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn log(&self) -> KafkaLog {
+        KafkaLog::connect(KafkaSettings::new(self.addr())).expect("kafka client")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One `tacto` service process.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("service log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(args)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start tacto");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut base = None;
+        let mut line = String::new();
+        while base.is_none() && reader.read_line(&mut line).unwrap_or(0) > 0 {
+            base = line.trim().strip_prefix("listening on ").map(str::to_owned);
+            line.clear();
+        }
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = base.unwrap_or_else(|| {
+            panic!(
+                "{name} did not start: {}",
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+            )
+        });
+        Self { child, base }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let r = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", "Bearer k1").call(),
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", "Bearer k1").send(b),
+            (_, b) => agent
+                .post(&url)
+                .header("Authorization", "Bearer k1")
+                .send(b.unwrap_or("")),
+        };
+        match r {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or_default())
+            }
+            Err(e) => (0, serde_json::json!({ "transport_error": e.to_string() })),
+        }
+    }
+
+    /// PUTs an account until it is acknowledged (the broker may be restarting).
+    fn put_account(&self, id: &str) {
+        let body = account_body();
+        let start = Instant::now();
+        loop {
+            let (status, ack) = self.request("PUT", &format!("/v1/accounts/{id}"), Some(&body));
+            if status == 202 || status == 200 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "account {id} never acknowledged: {status} {ack}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn account_body() -> String {
+    serde_json::json!({
+        "person_id": "p", "currency": "USD",
+        "debts": [{"debt_id": "d1", "balance_minor": 50_000, "due_date": "2026-01-01"}],
+        "jurisdiction": {"country": "ZZ"},
+        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
+        "language": "en"
+    })
+    .to_string()
+}
+
+fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// A cluster of Tacto services on one broker, in a temporary directory.
+struct Cluster {
+    dir: tempfile::TempDir,
+    broker: Broker,
+}
+
+impl Cluster {
+    fn new(partitions: u32) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+        let broker = Broker::start(dir.path());
+        let out = Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(["topics", "create", "--brokers", &broker.addr()])
+            .args(["--partitions", &partitions.to_string()])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("tacto topics create");
+        assert!(
+            out.status.success(),
+            "topics create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir, broker }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn policy(&self) -> String {
+        self.path().join("policy.toml").display().to_string()
+    }
+
+    fn ingest(&self) -> Service {
+        Service::start(
+            self.path(),
+            "ingest",
+            &[
+                "ingest",
+                "--brokers",
+                &self.broker.addr(),
+                "--api-keys",
+                "k1",
+            ],
+        )
+    }
+
+    fn decide(&self, name: &str) -> Service {
+        let policy = self.policy();
+        Service::start(
+            self.path(),
+            name,
+            &[
+                "decide",
+                "--brokers",
+                &self.broker.addr(),
+                "--policy",
+                &policy,
+                "--session-timeout-ms",
+                "4000",
+            ],
+        )
+    }
+
+    fn dispatch(&self, rate_sms: &str) -> Service {
+        let policy = self.policy();
+        let data = self.path().join("dispatch");
+        Service::start(
+            self.path(),
+            "dispatch",
+            &[
+                "dispatch",
+                "--brokers",
+                &self.broker.addr(),
+                "--policy",
+                &policy,
+                "--data-dir",
+                &data.display().to_string(),
+                "--rate-sms",
+                rate_sms,
+            ],
+        )
+    }
+
+    /// Messages handed to the (file) provider.
+    fn outbox(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path().join("dispatch/outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("outbox line"))
+            .collect()
+    }
+
+    /// Sent messages per job id.
+    fn sends(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for msg in self.outbox() {
+            *m.entry(msg["job_id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        m
+    }
+
+    /// Every record of a topic.
+    fn topic(&self, topic: &str) -> Vec<Record> {
+        let log = self.broker.log();
+        let mut out = Vec::new();
+        for p in 0..log.partitions(topic).expect("partitions") {
+            let mut from = 0;
+            loop {
+                let batch = log.read(topic, p, from, 500).expect("read");
+                let Some(last) = batch.last() else { break };
+                from = last.position.offset + 1;
+                out.extend(batch.into_iter().map(|d| d.record));
+            }
+        }
+        out
+    }
+
+    fn decision_kinds(&self, account: &str) -> Vec<String> {
+        self.topic(events::DECISIONS)
+            .iter()
+            .filter(|r| r.key == account)
+            .filter_map(|r| r.header("ce_type").map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    /// On a failure, prints the services' and the broker's logs (the evidence is otherwise
+    /// deleted with the temporary directory).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.push(self.broker.dir.join("broker.log"));
+        for l in logs {
+            let text = std::fs::read_to_string(&l).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("==== {} (last {} lines)", l.display(), tail.len());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn three_services_on_kafka_send_and_recall_on_payment() {
+    let c = Cluster::new(4);
+    let _decide = c.decide("decide");
+    // One SMS per 100 s: A's reminder goes out, B's waits for the rate limit.
+    let _dispatch = c.dispatch("0.01");
+    let ingest = c.ingest();
+    ingest.put_account("A");
+    eventually("A's reminder is sent", Duration::from_secs(60), || {
+        c.outbox().len() == 1
+    });
+    ingest.put_account("B");
+    eventually("B's job is scheduled", Duration::from_secs(60), || {
+        c.decision_kinds("B")
+            .contains(&"dev.tacto.contact_scheduled".to_owned())
+    });
+    let pay =
+        r#"{"account_id": "B", "payment_id": "bank-1", "amount_minor": 50000, "currency": "USD"}"#;
+    let (status, ack) = ingest.request("POST", "/v1/payments", Some(pay));
+    assert_eq!(status, 202, "{ack}");
+    eventually("B's job is recalled", Duration::from_secs(60), || {
+        c.decision_kinds("B")
+            .contains(&"dev.tacto.jobs_recalled".to_owned())
+    });
+    eventually(
+        "the recall is confirmed as not sent",
+        Duration::from_secs(60),
+        || {
+            c.topic(events::EVENTS).iter().any(|r| {
+                r.key == "B"
+                    && r.header("ce_type") == Some("dev.tacto.contact_outcome")
+                    && events::from_record(r).is_ok_and(|e| {
+                        serde_json::to_value(&e)
+                            .is_ok_and(|v| v["body"]["contact_outcome"]["status"] == "not_sent")
+                    })
+            })
+        },
+    );
+    // Ingest's account view follows decide's state.
+    eventually("B's balance is zero", Duration::from_secs(30), || {
+        ingest.request("GET", "/v1/accounts/B", None).1["balance_minor"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(c.outbox().iter().all(|m| m["account_id"] != "B"));
+    // The timeline reads the topics back.
+    let (status, timeline) = ingest.request("GET", "/v1/accounts/B/timeline", None);
+    assert_eq!(status, 200);
+    assert!(
+        timeline.as_array().is_some_and(|t| t.len() >= 4),
+        "{timeline}"
+    );
+}
+
+#[test]
+fn a_decide_instance_killed_mid_run_hands_its_partitions_over() {
+    let c = Cluster::new(4);
+    let mut first = c.decide("decide-1");
+    let _second = c.decide("decide-2");
+    let _dispatch = c.dispatch("1000");
+    let ingest = c.ingest();
+    let ids: Vec<String> = (0..40).map(|i| format!("K{i:02}")).collect();
+    for id in &ids[..20] {
+        ingest.put_account(id);
+    }
+    eventually(
+        "the first 20 reminders are sent",
+        Duration::from_secs(90),
+        || c.sends().len() == 20,
+    );
+    // Kill one instance while events keep arriving.
+    for (i, id) in ids[20..].iter().enumerate() {
+        if i == 5 {
+            first.kill9();
+        }
+        ingest.put_account(id);
+    }
+    eventually(
+        "every account's reminder is sent after the takeover",
+        Duration::from_secs(120),
+        || c.sends().len() == 40,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sends = c.sends();
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "jobs sent twice: {twice:?}");
+    let accounts: BTreeSet<String> = c
+        .outbox()
+        .iter()
+        .filter_map(|m| m["account_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(accounts, ids.iter().cloned().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn services_reconnect_after_a_broker_restart_and_lose_nothing() {
+    let mut c = Cluster::new(2);
+    let _decide = c.decide("decide");
+    let _dispatch = c.dispatch("1000");
+    let ingest = c.ingest();
+    for i in 0..10 {
+        ingest.put_account(&format!("R{i}"));
+    }
+    eventually("10 reminders", Duration::from_secs(60), || {
+        c.sends().len() == 10
+    });
+    c.broker.restart();
+    for i in 10..20 {
+        ingest.put_account(&format!("R{i}"));
+    }
+    eventually(
+        "20 reminders after the restart",
+        Duration::from_secs(120),
+        || c.sends().len() == 20,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(c.sends().values().all(|n| *n == 1), "{:?}", c.sends());
+}
+
+#[test]
+fn a_poison_record_goes_to_the_dead_letters_and_processing_continues() {
+    let c = Cluster::new(2);
+    let _decide = c.decide("decide");
+    let _dispatch = c.dispatch("1000");
+    let ingest = c.ingest();
+    let poison = Record {
+        key: "P1".into(),
+        value: b"{\"not\": \"avro\"}".to_vec(),
+        headers: vec![("ce_id".into(), "poison-1".into())],
+    };
+    c.broker
+        .log()
+        .append(events::EVENTS, &[poison])
+        .expect("produce the poison record");
+    ingest.put_account("P1");
+    eventually("P1's reminder is sent", Duration::from_secs(60), || {
+        c.sends().len() == 1
+    });
+    let dead = c.topic(events::DEAD_LETTERS);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].value, b"{\"not\": \"avro\"}");
+    assert_eq!(dead[0].header("ce_id"), Some("poison-1"));
+    assert!(
+        dead[0]
+            .header("tacto_error")
+            .is_some_and(|e| e.contains("not an Avro frame")),
+        "{dead:?}"
+    );
+}
+
+const FASTAVRO: &str = r#"
+import json, sys
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+schema = fastavro.parse_schema(json.load(open(sys.argv[1])))
+expected = fingerprint(to_parsing_canonical_form(schema), 'CRC-64-AVRO')  # hex of the 8 bytes
+out = []
+for path in sys.argv[2:]:
+    with open(path, 'rb') as f:
+        magic = f.read(2)
+        fp = f.read(8).hex()
+        rec = fastavro.schemaless_reader(f, schema, return_record_name=True)
+        rest = f.read()
+    out.append({'magic': magic.hex(), 'fingerprint_matches': fp == expected, 'id': rec['id'],
+                'account_id': rec['account_id'], 'type': rec['body'][0].split('.')[-1],
+                'trailing': len(rest)})
+print(json.dumps(out))
+"#;
+
+#[test]
+fn records_on_the_broker_decode_with_fastavro_from_the_schema_file_alone() {
+    let c = Cluster::new(1);
+    let _decide = c.decide("decide");
+    let ingest = c.ingest();
+    ingest.put_account("F1");
+    eventually("F1's job is decided", Duration::from_secs(60), || {
+        !c.topic(events::CONTACTS).is_empty()
+    });
+    let records: Vec<Record> = c
+        .topic(events::EVENTS)
+        .into_iter()
+        .chain(c.topic(events::CONTACTS))
+        .collect();
+    let mut files = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let f = c.path().join(format!("{i}.bin"));
+        std::fs::write(&f, &r.value).expect("write");
+        files.push(f);
+    }
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/event.avsc");
+    let out = Command::new("python3")
+        .args(["-c", FASTAVRO, schema])
+        .args(&files)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fastavro failed (installed by `make test`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(decoded.len(), records.len());
+    for (r, d) in records.iter().zip(&decoded) {
+        assert_eq!(d["magic"], "c301", "Avro single-object encoding");
+        assert_eq!(d["fingerprint_matches"], true);
+        assert_eq!(d["trailing"], 0);
+        assert_eq!(
+            Some(d["id"].as_str().unwrap_or_default()),
+            r.header("ce_id")
+        );
+        assert_eq!(d["account_id"], "F1");
+        assert_eq!(
+            r.header("ce_type"),
+            Some(format!("dev.tacto.{}", d["type"].as_str().unwrap_or_default()).as_str())
+        );
+    }
+    assert!(decoded.iter().any(|d| d["type"] == "account_upserted"));
+    assert!(decoded.iter().any(|d| d["type"] == "contact_scheduled"));
+}
