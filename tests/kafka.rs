@@ -127,13 +127,14 @@ struct Service {
 }
 
 impl Service {
-    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+    fn start(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Self {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("service log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
             .args(args)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", "info,rdkafka=warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -237,6 +238,8 @@ fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 struct Cluster {
     dir: tempfile::TempDir,
     broker: Broker,
+    /// Environment of the services started from now on.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -255,7 +258,11 @@ impl Cluster {
             "topics create failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self { dir, broker }
+        Self {
+            dir,
+            broker,
+            env: Vec::new(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -277,6 +284,7 @@ impl Cluster {
                 "--api-keys",
                 "k1",
             ],
+            &self.env,
         )
     }
 
@@ -294,6 +302,7 @@ impl Cluster {
                 "--session-timeout-ms",
                 "4000",
             ],
+            &self.env,
         )
     }
 
@@ -314,6 +323,7 @@ impl Cluster {
                 "--rate-sms",
                 rate_sms,
             ],
+            &self.env,
         )
     }
 
@@ -604,4 +614,178 @@ fn records_on_the_broker_decode_with_fastavro_from_the_schema_file_alone() {
     }
     assert!(decoded.iter().any(|d| d["type"] == "account_upserted"));
     assert!(decoded.iter().any(|d| d["type"] == "contact_scheduled"));
+}
+
+/// A stand-in OpenTelemetry collector: accepts OTLP/HTTP posts and keeps their bodies.
+fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read the head, then Content-Length bytes of body.
+                let (head_end, length) = loop {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (i + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                if let Ok(mut b) = keep.lock() {
+                    b.push(buf);
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    (url, bodies)
+}
+
+fn trace_id(traceparent: Option<&str>) -> Option<String> {
+    traceparent
+        .and_then(|t| t.split('-').nth(1))
+        .map(str::to_owned)
+}
+
+#[test]
+fn one_trace_spans_ingest_decide_and_dispatch_and_metrics_are_exported() {
+    let (otlp, bodies) = collector();
+    let mut c = Cluster::new(2);
+    c.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+    ];
+    let decide = c.decide("decide");
+    let dispatch = c.dispatch("1000");
+    let ingest = c.ingest();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = agent
+        .put(format!("{}/v1/accounts/T1", ingest.base))
+        .header("Authorization", "Bearer k1")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send(account_body())
+        .expect("PUT")
+        .status();
+    assert_eq!(status.as_u16(), 202);
+    eventually(
+        "T1's reminder is sent and reported",
+        Duration::from_secs(60),
+        || {
+            c.topic(events::EVENTS)
+                .iter()
+                .any(|r| r.header("ce_type") == Some("dev.tacto.contact_outcome"))
+        },
+    );
+    // The same trace id on the input, the job and the outcome.
+    let input = c.topic(events::EVENTS);
+    let upsert = input
+        .iter()
+        .find(|r| r.header("ce_type") == Some("dev.tacto.account_upserted"))
+        .expect("the upsert");
+    let outcome = input
+        .iter()
+        .find(|r| r.header("ce_type") == Some("dev.tacto.contact_outcome"))
+        .expect("the outcome");
+    let job = c
+        .topic(events::CONTACTS)
+        .into_iter()
+        .next()
+        .expect("the job");
+    for (what, r) in [("upsert", upsert), ("job", &job), ("outcome", outcome)] {
+        assert_eq!(
+            trace_id(r.header("traceparent")).as_deref(),
+            Some(trace),
+            "{what}: {:?}",
+            r.headers
+        );
+    }
+    // Each service exported its spans to the collector.
+    let exported = |s: &str| {
+        bodies.lock().is_ok_and(|b| {
+            b.iter().any(|body| {
+                body.starts_with(b"POST /v1/traces ")
+                    && body.windows(s.len()).any(|w| w == s.as_bytes())
+            })
+        })
+    };
+    let services = ["tacto-ingest", "tacto-decide", "tacto-dispatch"];
+    let start = Instant::now();
+    while !services.iter().all(|s| exported(s)) && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for s in services {
+        let posts: Vec<String> = bodies
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|x| String::from_utf8_lossy(&x[..x.len().min(60)]).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(exported(s), "no spans exported by {s}; posts: {posts:?}");
+    }
+    // Prometheus metrics on every service.
+    let get = |base: &str| {
+        agent
+            .get(format!("{base}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    assert!(
+        get(&ingest.base)
+            .contains(r#"tacto_ingested_total{kind="account_upserted",status="accepted"} 1"#)
+    );
+    let d = get(&decide.base);
+    assert!(
+        d.contains(r#"tacto_decisions_total{kind="contact_scheduled""#),
+        "{d}"
+    );
+    assert!(
+        d.contains(r#"tacto_events_consumed_total{service="decide",topic="tacto.events"}"#),
+        "{d}"
+    );
+    let p = get(&dispatch.base);
+    assert!(
+        p.contains(r#"tacto_jobs_total{channel="sms",status="sent"} 1"#),
+        "{p}"
+    );
+    assert!(
+        p.contains(r#"tacto_provider_latency_seconds_count{channel="sms"} 1"#),
+        "{p}"
+    );
+    eventually("consumer lag is reported", Duration::from_secs(20), || {
+        get(&decide.base)
+            .contains(r#"tacto_consumer_lag{service="tacto-decide",topic="tacto.events""#)
+    });
 }

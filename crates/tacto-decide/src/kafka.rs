@@ -9,7 +9,9 @@
 //! recognised by their ids, and jobs decided again get the same deterministic ids (dispatch
 //! sends a job id once). On revocation it commits and drops the partition's accounts.
 
-use crate::{Address, DecideConfig, DecideError, DecideState, apply_record, output_records};
+use crate::{
+    Address, DecideConfig, DecideError, DecideState, Output, apply_record, output_records,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tacto_log::kafka::{GroupConsumer, KafkaLog, KafkaSettings, Rebalanced, read_partition_to_end};
 use tacto_log::{EventLog, Record, events, partition_for};
-use tacto_model::{Event, Timestamp};
+use tacto_model::Timestamp;
 use tacto_policy::{Account, Policy};
 
 /// One account's entry in the changelog: everything decide needs to resume it.
@@ -174,7 +176,7 @@ impl KafkaDecide {
         for c in changes {
             self.rebalanced(c)?;
         }
-        let mut outputs: Vec<Event> = Vec::new();
+        let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
         let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
         let changed = {
@@ -198,7 +200,12 @@ impl KafkaDecide {
                 );
                 next.insert(d.position.partition, d.position.offset + 1);
             }
-            outputs.extend(engine.fire_due(now, &self.policy));
+            outputs.extend(
+                engine
+                    .fire_due(now, &self.policy)
+                    .into_iter()
+                    .map(Output::untraced),
+            );
             let changed = engine.take_changed();
             let dir = self
                 .state

@@ -17,6 +17,8 @@ use tacto_model::{Channel, Event, EventBody, Timestamp};
 use tacto_policy::engine::Engine;
 use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
+use tacto_telemetry::metrics::{self, labels};
+use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
 
 /// Decide settings.
 #[derive(Clone, Debug)]
@@ -159,6 +161,23 @@ fn addresses(e: &Event) -> Option<Vec<Address>> {
     }
 }
 
+/// A decision with the trace context of the event that led to it.
+pub struct Output {
+    /// The decision.
+    pub event: Event,
+    /// The W3C `traceparent` to put on its records.
+    pub traceparent: Option<String>,
+}
+
+impl Output {
+    fn untraced(event: Event) -> Self {
+        Self {
+            event,
+            traceparent: None,
+        }
+    }
+}
+
 /// Applies one record: decodes and validates it (a record that fails goes to `dead` with the
 /// reason), remembers its addresses, folds it into its account and decides. Both backends
 /// process records through this.
@@ -168,9 +187,20 @@ fn apply_record(
     policy: &Policy,
     d: &Delivered,
     now: Timestamp,
-    outputs: &mut Vec<Event>,
+    outputs: &mut Vec<Output>,
     dead: &mut Vec<Record>,
 ) {
+    let span = tracing::info_span!(
+        "decide.event",
+        partition = d.position.partition,
+        offset = d.position.offset
+    );
+    continue_trace(&span, &d.record.headers);
+    let _entered = span.enter();
+    let m = metrics::metrics();
+    m.events_consumed
+        .get_or_create(&labels([("service", "decide"), ("topic", events::EVENTS)]))
+        .inc();
     let event = events::from_record(&d.record)
         .map_err(|e| e.to_string())
         .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
@@ -182,7 +212,11 @@ fn apply_record(
                 dir.insert(e.account_id.0.clone(), a);
             }
             if let Some(out) = engine.input(&e, now, policy) {
-                outputs.extend(out);
+                let tp = traceparent(&span, d.record.header(TRACEPARENT));
+                outputs.extend(out.into_iter().map(|event| Output {
+                    event,
+                    traceparent: tp.clone(),
+                }));
             }
         }
         Err(why) => {
@@ -192,6 +226,9 @@ fn apply_record(
                 error = %why,
                 "dead letter"
             );
+            m.dead_letters
+                .get_or_create(&labels([("service", "decide")]))
+                .inc();
             dead.push(events::dead_letter(&d.record, &why));
         }
     }
@@ -199,11 +236,32 @@ fn apply_record(
 
 /// The records of a step's decisions: every one for the decisions topic, jobs and recalls also
 /// for the contacts topic.
-fn output_records(outputs: &[Event]) -> Result<(Vec<Record>, Vec<Record>), DecideError> {
+fn output_records(outputs: &[Output]) -> Result<(Vec<Record>, Vec<Record>), DecideError> {
     let mut decisions = Vec::with_capacity(outputs.len());
     let mut contacts = Vec::new();
-    for e in outputs {
-        let r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
+    let m = metrics::metrics();
+    for Output {
+        event: e,
+        traceparent,
+    } in outputs
+    {
+        let mut r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
+        if let Some(tp) = traceparent {
+            r.headers.push((TRACEPARENT.to_owned(), tp.clone()));
+        }
+        let reason = e
+            .body
+            .decision_record()
+            .and_then(|d| d.reasons.first())
+            .and_then(|r| serde_json::to_value(r.code).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        m.decisions
+            .get_or_create(&vec![
+                ("kind", e.body.type_name().to_owned()),
+                ("reason", reason),
+            ])
+            .inc();
         if matches!(
             e.body,
             EventBody::ContactScheduled(_) | EventBody::JobsRecalled { .. }
@@ -263,7 +321,7 @@ impl Decide {
     /// Processes what is available now: new events of every partition (a batch each) and due
     /// timers. Returns how many events it consumed.
     pub fn step(&mut self, now: Timestamp) -> Result<usize, DecideError> {
-        let mut outputs: Vec<Event> = Vec::new();
+        let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
         let mut consumed = 0;
         let mut advanced = Vec::new();
@@ -293,8 +351,23 @@ impl Decide {
                     self.offsets[p] = last.position.offset + 1;
                     advanced.push(p);
                 }
+                if let Ok(end) = self.log.end_offset(events::EVENTS, p as u32) {
+                    metrics::metrics()
+                        .consumer_lag
+                        .get_or_create(&vec![
+                            ("service", self.config.group.clone()),
+                            ("topic", events::EVENTS.to_owned()),
+                            ("partition", p.to_string()),
+                        ])
+                        .set(end.saturating_sub(self.offsets[p]) as i64);
+                }
             }
-            outputs.extend(engine.fire_due(now, &self.policy));
+            outputs.extend(
+                engine
+                    .fire_due(now, &self.policy)
+                    .into_iter()
+                    .map(Output::untraced),
+            );
         }
         self.publish(&outputs, &dead)?;
         for p in advanced {
@@ -315,7 +388,7 @@ impl Decide {
         Ok(consumed)
     }
 
-    fn publish(&self, outputs: &[Event], dead: &[Record]) -> Result<(), DecideError> {
+    fn publish(&self, outputs: &[Output], dead: &[Record]) -> Result<(), DecideError> {
         let (decisions, contacts) = output_records(outputs)?;
         // Decisions first: the audit trail never misses a job dispatch has seen.
         self.log.append(events::DECISIONS, &decisions)?;

@@ -24,6 +24,14 @@ use tacto_model::{
 use tacto_policy::{Policy, last_look};
 
 pub use sink::{Adapter, Adapters, FileSink, Message, SendError, WebhookSink};
+use tacto_telemetry::metrics::{self, labels};
+use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
+use tracing::Instrument;
+
+tokio::task_local! {
+    /// The `traceparent` of the contacts record being handled.
+    static JOB_TRACE: Option<String>;
+}
 
 /// Dispatch settings.
 #[derive(Clone, Debug)]
@@ -77,6 +85,17 @@ impl JobState {
             JobState::Attempting | JobState::Sent | JobState::Ambiguous => OutcomeStatus::Sent,
             JobState::NotSent => OutcomeStatus::NotSent,
             JobState::Failed => OutcomeStatus::Failed,
+        }
+    }
+
+    /// The state's name (metrics, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Attempting => "attempting",
+            JobState::Sent => "sent",
+            JobState::NotSent => "not_sent",
+            JobState::Failed => "failed",
+            JobState::Ambiguous => "ambiguous",
         }
     }
 
@@ -265,7 +284,11 @@ impl Inner {
                 inbound: false,
             },
         };
-        let record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
+        let mut record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
+        let incoming = JOB_TRACE.try_with(|t| t.clone()).ok().flatten();
+        if let Some(tp) = traceparent(&tracing::Span::current(), incoming.as_deref()) {
+            record.headers.push((TRACEPARENT.to_owned(), tp));
+        }
         // Reported at most once, however often a replay reports it again.
         self.log
             .append_unique(events::EVENTS, &format!("event:{}", e.id), &record)?;
@@ -282,6 +305,13 @@ impl Inner {
         at: Timestamp,
     ) -> Result<(), LogError> {
         self.jobs.set_state(account, &job.job_id, state)?;
+        metrics::metrics()
+            .jobs
+            .get_or_create(&labels([
+                ("channel", job.channel.as_str()),
+                ("status", state.name()),
+            ]))
+            .inc();
         self.report(account, &job.job_id, job.channel, status, at)
     }
 
@@ -320,6 +350,7 @@ impl Inner {
                 .since(clock())
                 .to_std()
                 .unwrap_or(Duration::ZERO);
+            let waiting = std::time::Instant::now();
             let ready = tokio::select! {
                 r = tokio::time::timeout(left, limiter.until_ready()) => r,
                 _ = self.revoked(partition) => {
@@ -327,6 +358,10 @@ impl Inner {
                     return Ok(());
                 }
             };
+            metrics::metrics()
+                .rate_limit_wait
+                .get_or_create(&labels([("channel", job.channel.as_str())]))
+                .observe(waiting.elapsed().as_secs_f64());
             if ready.is_err() {
                 tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
                 return self.finish(
@@ -372,7 +407,13 @@ impl Inner {
         let msg = Message::new(account, job, address, now);
         let mut delay = self.config.backoff;
         for attempt in 1..=self.config.max_tries.max(1) {
-            match self.adapters.for_channel(job.channel).send(&msg).await {
+            let calling = std::time::Instant::now();
+            let result = self.adapters.for_channel(job.channel).send(&msg).await;
+            metrics::metrics()
+                .provider_latency
+                .get_or_create(&labels([("channel", job.channel.as_str())]))
+                .observe(calling.elapsed().as_secs_f64());
+            match result {
                 Ok(()) => {
                     return self.finish(account, job, JobState::Sent, OutcomeStatus::Sent, clock());
                 }
@@ -421,6 +462,13 @@ impl Inner {
                 None => {
                     // Not attempted yet: cancelled here, confirmed as not sent.
                     self.jobs.set_state(account, job, JobState::NotSent)?;
+                    metrics::metrics()
+                        .jobs
+                        .get_or_create(&labels([
+                            ("channel", channel.as_str()),
+                            ("status", "recalled"),
+                        ]))
+                        .inc();
                     tracing::info!(%job, "recall confirmed");
                     self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
                 }
@@ -458,6 +506,13 @@ impl Dispatch {
     /// now, an undecodable record goes to the dead letters. Moves the partition's offset on.
     async fn handle(&mut self, d: &Delivered, clock: fn() -> Timestamp) -> Result<(), LogError> {
         let inner = &self.inner;
+        metrics::metrics()
+            .events_consumed
+            .get_or_create(&labels([
+                ("service", "dispatch"),
+                ("topic", events::CONTACTS),
+            ]))
+            .inc();
         let p = d.position.partition as usize;
         match events::from_record(&d.record) {
             Ok(e) => match e.body {
@@ -469,18 +524,30 @@ impl Dispatch {
                         f[p].insert(offset);
                     }
                     let in_flight = self.in_flight.clone();
-                    tokio::spawn(async move {
+                    let span = tracing::info_span!("dispatch.job", channel = job.channel.as_str());
+                    continue_trace(&span, &d.record.headers);
+                    let incoming = d.record.header(TRACEPARENT).map(str::to_owned);
+                    let task = async move {
                         if let Err(err) = inner.handle_job(p as u32, &account, &job, clock).await {
                             tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
                         }
                         if let Ok(mut f) = in_flight.lock() {
                             f[p].remove(&offset);
                         }
-                    });
+                    };
+                    tokio::spawn(JOB_TRACE.scope(incoming, task.instrument(span)));
                 }
                 EventBody::JobsRecalled { job_ids, .. } => {
-                    inner
-                        .handle_recall(&e.account_id, &job_ids, clock())
+                    let span = tracing::info_span!("dispatch.recall");
+                    continue_trace(&span, &d.record.headers);
+                    let incoming = d.record.header(TRACEPARENT).map(str::to_owned);
+                    JOB_TRACE
+                        .scope(
+                            incoming,
+                            inner
+                                .handle_recall(&e.account_id, &job_ids, clock())
+                                .instrument(span),
+                        )
                         .await?
                 }
                 _ => {}
@@ -488,6 +555,10 @@ impl Dispatch {
             Err(err) => {
                 let why = err.to_string();
                 tracing::warn!(partition = p, offset = d.position.offset, error = %why, "dead letter");
+                metrics::metrics()
+                    .dead_letters
+                    .get_or_create(&labels([("service", "dispatch")]))
+                    .inc();
                 inner.log.append(
                     events::DEAD_LETTERS,
                     &[events::dead_letter(&d.record, &why)],

@@ -23,6 +23,14 @@ use subtle::ConstantTimeEq;
 use tacto_log::{Appended, EventLog, events};
 use tacto_model::validate::validate_input;
 use tacto_model::*;
+use tacto_telemetry::metrics::{self, labels};
+use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
+use tracing::Instrument;
+
+tokio::task_local! {
+    /// The `traceparent` the current request came with.
+    static INCOMING_TRACE: Option<String>;
+}
 
 /// What ingest needs to know about account state (served by decide).
 pub trait AccountView: Send + Sync {
@@ -120,9 +128,41 @@ pub fn router(ingest: Shared) -> Router {
         .route("/v1/webhooks/payments", post(post_payment_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(trace_request))
         .with_state(ingest)
+}
+
+/// `GET /metrics`: the Prometheus text exposition of this process's metrics.
+pub async fn metrics_text() -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::metrics().render(),
+    )
+        .into_response()
+}
+
+/// Runs each request in a span that continues the caller's trace (W3C `traceparent`).
+async fn trace_request(req: axum::extract::Request, next: Next) -> Response {
+    let incoming = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::info_span!("ingest.request", method = %req.method(), route = %route);
+    if let Some(tp) = &incoming {
+        continue_trace(&span, &[(TRACEPARENT.to_owned(), tp.clone())]);
+    }
+    INCOMING_TRACE
+        .scope(incoming, next.run(req).instrument(span))
+        .await
 }
 
 async fn require_key(
@@ -196,7 +236,11 @@ pub struct Ack {
 /// Validates and appends an event, once per `unique` key.
 async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Problem> {
     validate_input(&e).map_err(|f| Problem::invalid(f.field, f.message))?;
-    let record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
+    let mut record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
+    let incoming = INCOMING_TRACE.try_with(|t| t.clone()).ok().flatten();
+    if let Some(tp) = traceparent(&tracing::Span::current(), incoming.as_deref()) {
+        record.headers.push((TRACEPARENT.to_owned(), tp));
+    }
     let appended = s.committer.append(unique, record).await.map_err(|err| {
         tracing::error!(error = %err, "append failed");
         Problem::unavailable("the event log is not available; nothing was written")
@@ -206,6 +250,10 @@ async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Proble
         Appended::Duplicate(p) => ("duplicate", StatusCode::OK, p),
     };
     tracing::info!(event_id = %e.id, kind = e.body.type_name(), status, "ingested");
+    metrics::metrics()
+        .ingested
+        .get_or_create(&labels([("kind", e.body.type_name()), ("status", status)]))
+        .inc();
     let ack = Ack {
         event_id: e.id.0,
         status: status.into(),

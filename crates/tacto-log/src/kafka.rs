@@ -504,6 +504,7 @@ pub type RevokeHook = Box<dyn Fn(&[u32]) + Send + Sync>;
 
 struct GroupContext {
     topic: String,
+    group: String,
     /// Next offsets whose work is durable, not yet committed.
     done: Mutex<BTreeMap<u32, u64>>,
     changes: Mutex<Vec<Rebalanced>>,
@@ -545,7 +546,24 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<u32> {
         .collect()
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's periodic statistics: the consumer lag of every owned partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = &tacto_telemetry::metrics().consumer_lag;
+        for topic in statistics.topics.values() {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.get_or_create(&vec![
+                        ("service", self.group.clone()),
+                        ("topic", topic.topic.clone()),
+                        ("partition", p.to_string()),
+                    ])
+                    .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -592,6 +610,7 @@ impl GroupConsumer {
     ) -> Result<Self, LogError> {
         let context = GroupContext {
             topic: topic.to_owned(),
+            group: group.to_owned(),
             done: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(Vec::new()),
             on_revoke,
@@ -602,6 +621,7 @@ impl GroupConsumer {
             .set("group.protocol", "classic")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
             .set("session.timeout.ms", timeout_ms(settings.session_timeout))
             .set(
                 "heartbeat.interval.ms",

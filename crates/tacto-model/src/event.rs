@@ -499,6 +499,20 @@ impl Event {
 }
 
 impl EventBody {
+    /// The explanation of a decision (jobs carry theirs in the job).
+    pub fn decision_record(&self) -> Option<&DecisionRecord> {
+        match self {
+            EventBody::ContactScheduled(job) => Some(&job.decision),
+            EventBody::ContactDeferred { decision, .. }
+            | EventBody::ContactSuppressed { decision, .. }
+            | EventBody::JobsRecalled { decision, .. }
+            | EventBody::TaskCreated { decision, .. }
+            | EventBody::PromiseKept { decision, .. }
+            | EventBody::PromiseBroken { decision, .. } => Some(decision),
+            _ => None,
+        }
+    }
+
     /// Whether this body is one of Tacto's own decisions rather than an input fact.
     pub fn is_decision(&self) -> bool {
         matches!(

@@ -145,20 +145,9 @@ pub fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Runs the three services until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = tacto_telemetry::init("tacto");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

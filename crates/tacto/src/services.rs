@@ -1,7 +1,7 @@
 //! `tacto topics create`, `tacto ingest`, `tacto decide` and `tacto dispatch`: Tacto on Kafka,
 //! one service per process, any number of each against one cluster.
 
-use crate::run::{ApiArgs, ChannelArgs, adapters, init_tracing, load_policy, shutdown_signal};
+use crate::run::{ApiArgs, ChannelArgs, adapters, load_policy, shutdown_signal};
 use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
@@ -77,7 +77,7 @@ pub struct TopicsArgs {
 
 /// Creates Tacto's topics (idempotent).
 pub fn create_topics(args: TopicsArgs) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = tacto_telemetry::init("tacto-topics");
     let log = args.kafka.connect()?;
     for t in [
         events::EVENTS,
@@ -104,10 +104,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// `/healthz` and `/readyz` of a service without the API.
+/// `/healthz`, `/readyz` and `/metrics` of a service without the API.
 fn health_router(state: Arc<DecideState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(tacto_ingest::metrics_text))
         .route(
             "/readyz",
             get(move || {
@@ -152,7 +153,7 @@ pub struct IngestArgs {
 
 /// The HTTP API on Kafka. Account views follow decide's changelog.
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = tacto_telemetry::init("tacto-ingest");
     runtime()?.block_on(async move {
         let log = args.kafka.connect()?;
         let partitions = log
@@ -227,7 +228,7 @@ pub struct DecideArgs {
 
 /// A decide instance on Kafka.
 pub fn decide(args: DecideArgs) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = tacto_telemetry::init("tacto-decide");
     runtime()?.block_on(async move {
         let log = args.kafka.connect()?;
         let policy = Arc::new(load_policy(args.policy.as_ref())?);
@@ -271,7 +272,7 @@ pub struct DispatchArgs {
 
 /// A dispatch instance on Kafka.
 pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = tacto_telemetry::init("tacto-dispatch");
     runtime()?.block_on(async move {
         let log = args.kafka.connect()?;
         let policy = Arc::new(load_policy(args.policy.as_ref())?);
