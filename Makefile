@@ -27,10 +27,12 @@ test-broker:
 	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features libsql
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
-## and Python's fastavro (an independent Avro reader for the wire-contract test).
+## Python's fastavro (an independent Avro reader for the wire-contract tests), and PyYAML with
+## kubernetes-validate for the deploy/ lint.
 deps: system-deps
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
-	@python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
+	@python3 -c 'import fastavro, yaml, kubernetes_validate' 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
@@ -46,6 +48,8 @@ demo: build
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build --quiet -p tacto
+	python3 deploy/lint.py target/debug/tacto
 
 test: lint test-broker
 	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace
