@@ -238,18 +238,25 @@ fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 struct Cluster {
     dir: tempfile::TempDir,
     broker: Broker,
+    /// Topic prefix of this cluster's services (the default unless a test sets one).
+    prefix: String,
     /// Environment of the services started from now on.
     env: Vec<(String, String)>,
 }
 
 impl Cluster {
     fn new(partitions: u32) -> Self {
+        Self::with_prefix(partitions, events::DEFAULT_PREFIX)
+    }
+
+    fn with_prefix(partitions: u32, prefix: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
         let broker = Broker::start(dir.path());
         let out = Command::new(env!("CARGO_BIN_EXE_tacto"))
             .args(["topics", "create", "--brokers", &broker.addr()])
             .args(["--partitions", &partitions.to_string()])
+            .args(["--topic-prefix", prefix])
             .env("RUST_LOG", "warn")
             .output()
             .expect("tacto topics create");
@@ -261,7 +268,8 @@ impl Cluster {
         Self {
             dir,
             broker,
-            env: Vec::new(),
+            prefix: prefix.to_owned(),
+            env: vec![("TACTO_TOPIC_PREFIX".into(), prefix.to_owned())],
         }
     }
 
@@ -346,8 +354,16 @@ impl Cluster {
         m
     }
 
-    /// Every record of a topic.
-    fn topic(&self, topic: &str) -> Vec<Record> {
+    /// Every record of one of this cluster's topics.
+    fn topic(&self, topic: events::Topic) -> Vec<Record> {
+        let topic = &format!(
+            "{}{}",
+            self.prefix,
+            topic
+                .name()
+                .strip_prefix(events::DEFAULT_PREFIX)
+                .unwrap_or_default()
+        );
         let log = self.broker.log();
         let mut out = Vec::new();
         for p in 0..log.partitions(topic).expect("partitions") {
@@ -528,7 +544,7 @@ fn a_poison_record_goes_to_the_dead_letters_and_processing_continues() {
     };
     c.broker
         .log()
-        .append(events::EVENTS, &[poison])
+        .append(&format!("{}events", c.prefix), &[poison])
         .expect("produce the poison record");
     ingest.put_account("P1");
     eventually("P1's reminder is sent", Duration::from_secs(60), || {
@@ -675,11 +691,12 @@ fn trace_id(traceparent: Option<&str>) -> Option<String> {
 #[test]
 fn one_trace_spans_ingest_decide_and_dispatch_and_metrics_are_exported() {
     let (otlp, bodies) = collector();
-    let mut c = Cluster::new(2);
-    c.env = vec![
+    // Also: topic names with another prefix.
+    let mut c = Cluster::with_prefix(2, "acme.prod.");
+    c.env.extend([
         ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp),
         ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-    ];
+    ]);
     let decide = c.decide("decide");
     let dispatch = c.dispatch("1000");
     let ingest = c.ingest();
@@ -772,7 +789,7 @@ fn one_trace_spans_ingest_decide_and_dispatch_and_metrics_are_exported() {
         "{d}"
     );
     assert!(
-        d.contains(r#"tacto_events_consumed_total{service="decide",topic="tacto.events"}"#),
+        d.contains(r#"tacto_events_consumed_total{service="decide",topic="acme.prod.events"}"#),
         "{d}"
     );
     let p = get(&dispatch.base);
@@ -786,6 +803,6 @@ fn one_trace_spans_ingest_decide_and_dispatch_and_metrics_are_exported() {
     );
     eventually("consumer lag is reported", Duration::from_secs(20), || {
         get(&decide.base)
-            .contains(r#"tacto_consumer_lag{service="tacto-decide",topic="tacto.events""#)
+            .contains(r#"tacto_consumer_lag{service="tacto-decide",topic="acme.prod.events""#)
     });
 }

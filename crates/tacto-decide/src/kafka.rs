@@ -48,7 +48,7 @@ pub fn restore_partition(
     partition: u32,
 ) -> Result<u64, DecideError> {
     let mut entries = Vec::new();
-    let n = read_partition_to_end(settings, events::DECIDE_STATE, partition, |d| {
+    let n = read_partition_to_end(settings, events::DECIDE_STATE.name(), partition, |d| {
         entries.push(d)
     })?;
     let mut engine = state
@@ -122,7 +122,7 @@ impl KafkaDecide {
         policy: Arc<Policy>,
         config: DecideConfig,
     ) -> Result<Self, DecideError> {
-        let partitions = log.partitions(events::EVENTS)?;
+        let partitions = log.partitions(events::EVENTS.name())?;
         let state = Arc::new(DecideState::default());
         if let Ok(mut e) = state.engine.write() {
             e.track_changes();
@@ -246,10 +246,10 @@ impl KafkaDecide {
         let Some(p) = self.pending.as_ref() else {
             return Ok(());
         };
-        self.log.append(events::DECISIONS, &p.decisions)?;
-        self.log.append(events::CONTACTS, &p.contacts)?;
-        self.log.append(events::DEAD_LETTERS, &p.dead)?;
-        self.log.append(events::DECIDE_STATE, &p.changed)?;
+        self.log.append(events::DECISIONS.name(), &p.decisions)?;
+        self.log.append(events::CONTACTS.name(), &p.contacts)?;
+        self.log.append(events::DEAD_LETTERS.name(), &p.dead)?;
+        self.log.append(events::DECIDE_STATE.name(), &p.changed)?;
         for (part, n) in &p.next {
             consumer.done(*part, *n);
         }
@@ -273,7 +273,7 @@ impl KafkaDecide {
         let consumer = GroupConsumer::join(
             group_settings,
             &self.config.group,
-            events::EVENTS,
+            events::EVENTS.name(),
             Box::new(|_| {}),
         )?;
         self.state.ready.store(true, Ordering::Release);

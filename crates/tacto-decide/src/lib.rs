@@ -199,7 +199,10 @@ fn apply_record(
     let _entered = span.enter();
     let m = metrics::metrics();
     m.events_consumed
-        .get_or_create(&labels([("service", "decide"), ("topic", events::EVENTS)]))
+        .get_or_create(&labels([
+            ("service", "decide"),
+            ("topic", events::EVENTS.name()),
+        ]))
         .inc();
     let event = events::from_record(&d.record)
         .map_err(|e| e.to_string())
@@ -280,7 +283,7 @@ impl Decide {
         policy: Arc<Policy>,
         config: DecideConfig,
     ) -> Result<Self, DecideError> {
-        let partitions = log.partitions(events::EVENTS)? as usize;
+        let partitions = log.partitions(events::EVENTS.name())? as usize;
         let state = Arc::new(DecideState::default());
         let mut offsets = vec![0; partitions];
         if let Some(bytes) = log.get_blob(SNAPSHOT)? {
@@ -332,9 +335,12 @@ impl Decide {
                 .write()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
             for p in 0..self.offsets.len() {
-                let batch =
-                    self.log
-                        .read(events::EVENTS, p as u32, self.offsets[p], self.config.batch)?;
+                let batch = self.log.read(
+                    events::EVENTS.name(),
+                    p as u32,
+                    self.offsets[p],
+                    self.config.batch,
+                )?;
                 for d in &batch {
                     consumed += 1;
                     apply_record(
@@ -351,12 +357,12 @@ impl Decide {
                     self.offsets[p] = last.position.offset + 1;
                     advanced.push(p);
                 }
-                if let Ok(end) = self.log.end_offset(events::EVENTS, p as u32) {
+                if let Ok(end) = self.log.end_offset(events::EVENTS.name(), p as u32) {
                     metrics::metrics()
                         .consumer_lag
                         .get_or_create(&vec![
                             ("service", self.config.group.clone()),
-                            ("topic", events::EVENTS.to_owned()),
+                            ("topic", events::EVENTS.name().to_owned()),
                             ("partition", p.to_string()),
                         ])
                         .set(end.saturating_sub(self.offsets[p]) as i64);
@@ -373,7 +379,7 @@ impl Decide {
         for p in advanced {
             self.log.commit(
                 &self.config.group,
-                events::EVENTS,
+                events::EVENTS.name(),
                 p as u32,
                 self.offsets[p],
             )?;
@@ -391,9 +397,9 @@ impl Decide {
     fn publish(&self, outputs: &[Output], dead: &[Record]) -> Result<(), DecideError> {
         let (decisions, contacts) = output_records(outputs)?;
         // Decisions first: the audit trail never misses a job dispatch has seen.
-        self.log.append(events::DECISIONS, &decisions)?;
-        self.log.append(events::CONTACTS, &contacts)?;
-        self.log.append(events::DEAD_LETTERS, dead)?;
+        self.log.append(events::DECISIONS.name(), &decisions)?;
+        self.log.append(events::CONTACTS.name(), &contacts)?;
+        self.log.append(events::DEAD_LETTERS.name(), dead)?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ fn load(log: &EmbeddedLog, from: u64, to: u64, at: Timestamp) {
         }
         records.insert(0, events::to_record(&open).expect("encode"));
     }
-    log.append(events::EVENTS, &records).expect("append");
+    log.append(events::EVENTS.name(), &records).expect("append");
 }
 
 fn state(d: &Decide) -> Vec<tacto_policy::Account> {

@@ -41,19 +41,21 @@ impl KafkaJobStore {
     /// Reads a partition's job states from the changelog.
     pub fn restore(&self, partition: u32) -> Result<u64, LogError> {
         let mut map = HashMap::new();
-        let n =
-            read_partition_to_end(self.log.settings(), events::DISPATCH_JOBS, partition, |d| {
-                match JobState::parse(&d.record.value) {
-                    Some(s) => {
-                        map.insert(d.record.key, s);
-                    }
-                    None => tracing::error!(
-                        partition,
-                        offset = d.position.offset,
-                        "unreadable job state skipped"
-                    ),
+        let n = read_partition_to_end(
+            self.log.settings(),
+            events::DISPATCH_JOBS.name(),
+            partition,
+            |d| match JobState::parse(&d.record.value) {
+                Some(s) => {
+                    map.insert(d.record.key, s);
                 }
-            })?;
+                None => tracing::error!(
+                    partition,
+                    offset = d.position.offset,
+                    "unreadable job state skipped"
+                ),
+            },
+        )?;
         self.states
             .write()
             .map_err(|_| LogError::Storage("lock poisoned".into()))?
@@ -83,7 +85,7 @@ impl JobStore for KafkaJobStore {
         let record = Record::new(job.as_str(), s.as_bytes().to_vec());
         tokio::task::block_in_place(|| {
             self.log
-                .append_to(events::DISPATCH_JOBS, &[(partition, &record)])
+                .append_to(events::DISPATCH_JOBS.name(), &[(partition, &record)])
         })?;
         self.states
             .write()
@@ -105,7 +107,7 @@ pub async fn run(
     clock: fn() -> Timestamp,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LogError> {
-    let partitions = log.partitions(events::CONTACTS)?;
+    let partitions = log.partitions(events::CONTACTS.name())?;
     let view = Arc::new(DecideState::default());
     let jobs = Arc::new(KafkaJobStore::new(log.clone(), partitions));
     let dyn_log: Arc<dyn EventLog> = log.clone();
@@ -141,8 +143,8 @@ pub async fn run(
         }
     });
     let settings = log.settings().clone();
-    let consumer = GroupConsumer::join(&settings, &group, events::CONTACTS, hook)?;
-    let mut follower = PartitionFollower::new(&settings, events::DECIDE_STATE)?;
+    let consumer = GroupConsumer::join(&settings, &group, events::CONTACTS.name(), hook)?;
+    let mut follower = PartitionFollower::new(&settings, events::DECIDE_STATE.name())?;
     let mut seen: BTreeSet<u32> = BTreeSet::new();
     let mut last_commit = Instant::now();
     while !*shutdown.borrow() {

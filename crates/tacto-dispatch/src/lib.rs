@@ -188,9 +188,9 @@ impl Dispatch {
         adapters: Arc<Adapters>,
         config: DispatchConfig,
     ) -> Result<Self, LogError> {
-        let partitions = log.partitions(events::CONTACTS)?;
+        let partitions = log.partitions(events::CONTACTS.name())?;
         let offsets = (0..partitions)
-            .map(|p| log.committed(&config.group, events::CONTACTS, p))
+            .map(|p| log.committed(&config.group, events::CONTACTS.name(), p))
             .collect::<Result<Vec<_>, _>>()?;
         let jobs = Arc::new(BlobJobStore(log.clone()));
         let mut d = Self::with_store(log, jobs, policy, decide, adapters, config, partitions)?;
@@ -291,7 +291,7 @@ impl Inner {
         }
         // Reported at most once, however often a replay reports it again.
         self.log
-            .append_unique(events::EVENTS, &format!("event:{}", e.id), &record)?;
+            .append_unique(events::EVENTS.name(), &format!("event:{}", e.id), &record)?;
         Ok(())
     }
 
@@ -489,10 +489,10 @@ impl Dispatch {
     pub async fn step(&mut self, clock: fn() -> Timestamp) -> Result<usize, LogError> {
         let mut consumed = 0;
         for p in 0..self.offsets.len() {
-            let batch = self
-                .inner
-                .log
-                .read(events::CONTACTS, p as u32, self.offsets[p], 256)?;
+            let batch =
+                self.inner
+                    .log
+                    .read(events::CONTACTS.name(), p as u32, self.offsets[p], 256)?;
             for d in &batch {
                 consumed += 1;
                 self.handle(d, clock).await?;
@@ -510,7 +510,7 @@ impl Dispatch {
             .events_consumed
             .get_or_create(&labels([
                 ("service", "dispatch"),
-                ("topic", events::CONTACTS),
+                ("topic", events::CONTACTS.name()),
             ]))
             .inc();
         let p = d.position.partition as usize;
@@ -560,7 +560,7 @@ impl Dispatch {
                     .get_or_create(&labels([("service", "dispatch")]))
                     .inc();
                 inner.log.append(
-                    events::DEAD_LETTERS,
+                    events::DEAD_LETTERS.name(),
                     &[events::dead_letter(&d.record, &why)],
                 )?;
             }
@@ -585,7 +585,7 @@ impl Dispatch {
         for p in 0..self.offsets.len() {
             self.inner.log.commit(
                 &self.inner.config.group,
-                events::CONTACTS,
+                events::CONTACTS.name(),
                 p as u32,
                 self.handled_upto(p),
             )?;

@@ -85,7 +85,7 @@ impl Ingest {
         view: Arc<dyn AccountView>,
         now: fn() -> Timestamp,
     ) -> Self {
-        let committer = commit::GroupCommitter::start(log.clone(), events::EVENTS, 1024);
+        let committer = commit::GroupCommitter::start(log.clone(), events::EVENTS.name(), 1024);
         Self {
             log,
             config,
@@ -555,7 +555,7 @@ async fn get_timeline(
 fn timeline(log: &dyn EventLog, id: &str) -> Result<Vec<TimelineItem>, tacto_log::LogError> {
     let mut out: Vec<TimelineItem> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for topic in [events::EVENTS, events::DECISIONS] {
+    for topic in [events::EVENTS.name(), events::DECISIONS.name()] {
         let partitions = log.partitions(topic)?;
         let p = tacto_log::partition_for(id, partitions);
         let mut from = 0;
@@ -613,7 +613,7 @@ async fn post_import(
     }
     let log = s.log.clone();
     let appended =
-        tokio::task::spawn_blocking(move || log.append_unique_many(events::EVENTS, &items))
+        tokio::task::spawn_blocking(move || log.append_unique_many(events::EVENTS.name(), &items))
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))?
             .map_err(|err| {

@@ -78,7 +78,7 @@ fn post(path: &str, body: &str) -> Request<Body> {
 
 fn events_written(log: &EmbeddedLog) -> u64 {
     (0..2)
-        .map(|p| log.end_offset(events::EVENTS, p).unwrap_or(0))
+        .map(|p| log.end_offset(events::EVENTS.name(), p).unwrap_or(0))
         .sum()
 }
 

@@ -7,23 +7,64 @@ use crate::framing::{self, FrameError};
 use crate::{EventLog, LogError, Record};
 use tacto_model::{Event, avro};
 
-/// Every input fact (ingest, provider outcomes).
-pub const EVENTS: &str = "tacto.events";
+/// One of Tacto's topics. Its full name is the process's topic prefix (default `tacto.`, set
+/// once with [`set_topic_prefix`]) followed by the topic's own name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topic(usize);
+
+const SUFFIXES: [&str; 6] = [
+    "events",
+    "contacts",
+    "decisions",
+    "dead-letters",
+    "decide-state",
+    "dispatch-jobs",
+];
+
+/// Every input fact (ingest, provider outcomes: decide folds them in order with the account's
+/// other facts).
+pub const EVENTS: Topic = Topic(0);
 /// Contact jobs and recalls, for dispatch.
-pub const CONTACTS: &str = "tacto.contacts";
+pub const CONTACTS: Topic = Topic(1);
 /// Every decision, for the audit trail and timelines.
-pub const DECISIONS: &str = "tacto.decisions";
+pub const DECISIONS: Topic = Topic(2);
 /// Records that could not be decoded or applied, with the error.
-pub const DEAD_LETTERS: &str = "tacto.dead-letters";
+pub const DEAD_LETTERS: Topic = Topic(3);
 /// Decide's state per account (compacted changelog; Kafka backend).
-pub const DECIDE_STATE: &str = "tacto.decide-state";
+pub const DECIDE_STATE: Topic = Topic(4);
 /// Dispatch's job states (compacted changelog; Kafka backend).
-pub const DISPATCH_JOBS: &str = "tacto.dispatch-jobs";
+pub const DISPATCH_JOBS: Topic = Topic(5);
+
+/// The default topic prefix.
+pub const DEFAULT_PREFIX: &str = "tacto.";
+
+static NAMES: std::sync::OnceLock<[String; 6]> = std::sync::OnceLock::new();
+
+/// Sets the topic prefix of this process (e.g. `prod.collections.`); the first call wins, before
+/// any topic name is used. Returns the prefix in force.
+pub fn set_topic_prefix(prefix: &str) -> &'static str {
+    let names = NAMES.get_or_init(|| SUFFIXES.map(|s| format!("{prefix}{s}")));
+    names[0].strip_suffix(SUFFIXES[0]).unwrap_or_default()
+}
+
+impl Topic {
+    /// The topic's full name.
+    pub fn name(self) -> &'static str {
+        let names = NAMES.get_or_init(|| SUFFIXES.map(|s| format!("{DEFAULT_PREFIX}{s}")));
+        names[self.0].as_str()
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Creates Tacto's topics with `partitions` partitions each.
 pub fn create_topics(log: &dyn EventLog, partitions: u32) -> Result<(), LogError> {
     for t in [EVENTS, CONTACTS, DECISIONS, DEAD_LETTERS] {
-        log.create_topic(t, partitions)?;
+        log.create_topic(t.name(), partitions)?;
     }
     Ok(())
 }

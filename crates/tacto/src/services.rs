@@ -29,6 +29,10 @@ pub struct KafkaArgs {
     /// Extra librdkafka property, `key=value` (repeatable), e.g. `-X security.protocol=ssl`.
     #[arg(short = 'X', long = "kafka-property", value_parser = parse_property)]
     properties: Vec<(String, String)>,
+    /// Prefix of every topic name (`{prefix}events`, `{prefix}contacts`, …), e.g. to share a
+    /// cluster between tenants or environments.
+    #[arg(long, env = "TACTO_TOPIC_PREFIX", default_value = events::DEFAULT_PREFIX)]
+    topic_prefix: String,
     /// A member not heard from for this long loses its partitions to the others.
     #[arg(long, env = "TACTO_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     session_timeout_ms: u64,
@@ -52,8 +56,9 @@ impl KafkaArgs {
     /// Connects, after choosing the wire framing (registering the schema when a registry is
     /// configured).
     fn connect(&self) -> anyhow::Result<Arc<KafkaLog>> {
+        events::set_topic_prefix(&self.topic_prefix);
         if let Some(url) = &self.schema_registry_url {
-            let subject = format!("{}-value", events::EVENTS);
+            let subject = format!("{}-value", events::EVENTS.name());
             let schema_id = framing::register_confluent(url, &subject)?;
             framing::configure(framing::Framing::Confluent { schema_id });
             tracing::info!(schema_id, %subject, "Confluent wire format");
@@ -80,16 +85,16 @@ pub fn create_topics(args: TopicsArgs) -> anyhow::Result<()> {
     let _telemetry = tacto_telemetry::init("tacto-topics");
     let log = args.kafka.connect()?;
     for t in [
-        events::EVENTS,
-        events::CONTACTS,
-        events::DECISIONS,
-        events::DEAD_LETTERS,
+        events::EVENTS.name(),
+        events::CONTACTS.name(),
+        events::DECISIONS.name(),
+        events::DEAD_LETTERS.name(),
     ] {
         log.create_topic_with(t, args.partitions, false)
             .with_context(|| format!("cannot create {t}"))?;
         println!("{t}: {} partitions", args.partitions);
     }
-    for t in [events::DECIDE_STATE, events::DISPATCH_JOBS] {
+    for t in [events::DECIDE_STATE.name(), events::DISPATCH_JOBS.name()] {
         log.create_topic_with(t, args.partitions, true)
             .with_context(|| format!("cannot create {t}"))?;
         println!("{t}: {} partitions, compacted", args.partitions);
@@ -157,7 +162,7 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let log = args.kafka.connect()?;
         let partitions = log
-            .partitions(events::EVENTS)
+            .partitions(events::EVENTS.name())
             .context("cannot read the events topic (run `tacto topics create` first)")?;
         let view = Arc::new(DecideState::default());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -189,7 +194,7 @@ fn follow_all(
     view: &DecideState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut follower = match PartitionFollower::new(settings, events::DECIDE_STATE) {
+    let mut follower = match PartitionFollower::new(settings, events::DECIDE_STATE.name()) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "cannot follow decide's state");
