@@ -569,17 +569,60 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 schema = fastavro.parse_schema(json.load(open(sys.argv[1])))
 expected = fingerprint(to_parsing_canonical_form(schema), 'CRC-64-AVRO')  # hex of the 8 bytes
 out = []
-for path in sys.argv[2:]:
+confluent = sys.argv[2] == 'confluent'
+for path in sys.argv[3:]:
     with open(path, 'rb') as f:
-        magic = f.read(2)
-        fp = f.read(8).hex()
+        if confluent:
+            magic = f.read(1)
+            fp = int.from_bytes(f.read(4), 'big')
+        else:
+            magic = f.read(2)
+            fp = f.read(8).hex()
         rec = fastavro.schemaless_reader(f, schema, return_record_name=True)
         rest = f.read()
-    out.append({'magic': magic.hex(), 'fingerprint_matches': fp == expected, 'id': rec['id'],
+    out.append({'magic': magic.hex(), 'fingerprint_matches': fp == expected, 'schema_id': fp if confluent else None, 'id': rec['id'],
                 'account_id': rec['account_id'], 'type': rec['body'][0].split('.')[-1],
                 'trailing': len(rest)})
 print(json.dumps(out))
 "#;
+
+/// Decodes records with fastavro from the schema file alone; `framing` is `single-object` or
+/// `confluent`.
+fn fastavro_decode(dir: &Path, framing: &str, records: &[Record]) -> Vec<serde_json::Value> {
+    let mut files = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let f = dir.join(format!("{i}.bin"));
+        std::fs::write(&f, &r.value).expect("write");
+        files.push(f);
+    }
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/event.avsc");
+    let out = Command::new("python3")
+        .args(["-c", FASTAVRO, schema, framing])
+        .args(&files)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fastavro failed (installed by `make test`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(decoded.len(), records.len());
+    for (r, d) in records.iter().zip(&decoded) {
+        assert_eq!(d["trailing"], 0);
+        assert_eq!(
+            Some(d["id"].as_str().unwrap_or_default()),
+            r.header("ce_id")
+        );
+        assert_eq!(
+            r.header("ce_type"),
+            Some(format!("dev.tacto.{}", d["type"].as_str().unwrap_or_default()).as_str())
+        );
+    }
+    assert!(decoded.iter().any(|d| d["type"] == "account_upserted"));
+    assert!(decoded.iter().any(|d| d["type"] == "contact_scheduled"));
+    decoded
+}
 
 #[test]
 fn records_on_the_broker_decode_with_fastavro_from_the_schema_file_alone() {
@@ -595,45 +638,61 @@ fn records_on_the_broker_decode_with_fastavro_from_the_schema_file_alone() {
         .into_iter()
         .chain(c.topic(events::CONTACTS))
         .collect();
-    let mut files = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let f = c.path().join(format!("{i}.bin"));
-        std::fs::write(&f, &r.value).expect("write");
-        files.push(f);
-    }
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/event.avsc");
-    let out = Command::new("python3")
-        .args(["-c", FASTAVRO, schema])
-        .args(&files)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "fastavro failed (installed by `make test`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decoded: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(decoded.len(), records.len());
-    for (r, d) in records.iter().zip(&decoded) {
+    for d in fastavro_decode(c.path(), "single-object", &records) {
         assert_eq!(d["magic"], "c301", "Avro single-object encoding");
         assert_eq!(d["fingerprint_matches"], true);
-        assert_eq!(d["trailing"], 0);
-        assert_eq!(
-            Some(d["id"].as_str().unwrap_or_default()),
-            r.header("ce_id")
-        );
         assert_eq!(d["account_id"], "F1");
-        assert_eq!(
-            r.header("ce_type"),
-            Some(format!("dev.tacto.{}", d["type"].as_str().unwrap_or_default()).as_str())
-        );
     }
-    assert!(decoded.iter().any(|d| d["type"] == "account_upserted"));
-    assert!(decoded.iter().any(|d| d["type"] == "contact_scheduled"));
 }
 
-/// A stand-in OpenTelemetry collector: accepts OTLP/HTTP posts and keeps their bodies.
+#[test]
+fn with_a_schema_registry_records_use_the_confluent_wire_format() {
+    let (registry, requests) = http_stub("application/vnd.schemaregistry.v1+json", r#"{"id":42}"#);
+    let mut c = Cluster::new(1);
+    c.env.push(("TACTO_SCHEMA_REGISTRY_URL".into(), registry));
+    let _decide = c.decide("decide");
+    let ingest = c.ingest();
+    ingest.put_account("C1");
+    eventually("C1's job is decided", Duration::from_secs(60), || {
+        !c.topic(events::CONTACTS).is_empty()
+    });
+    let records: Vec<Record> = c
+        .topic(events::EVENTS)
+        .into_iter()
+        .chain(c.topic(events::CONTACTS))
+        .collect();
+    for d in fastavro_decode(c.path(), "confluent", &records) {
+        assert_eq!(d["magic"], "00", "Confluent magic byte");
+        assert_eq!(d["schema_id"], 42);
+    }
+    // Each service registered schemas/event.avsc under the events topic's subject.
+    let requests = requests.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(requests.len(), 2, "ingest and decide register once each");
+    for r in &requests {
+        let text = String::from_utf8_lossy(r);
+        assert!(
+            text.starts_with("POST /subjects/tacto.events-value/versions "),
+            "{text}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or_default())
+                .expect("JSON body");
+        let schema: serde_json::Value =
+            serde_json::from_str(body["schema"].as_str().unwrap_or_default()).expect("schema");
+        assert_eq!(schema["name"], "Event");
+    }
+}
+
+/// A stand-in OpenTelemetry collector: accepts OTLP/HTTP posts and keeps them.
 fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    http_stub("application/x-protobuf", "")
+}
+
+/// A loopback HTTP server that keeps every request (head and body) and answers 200 with `body`.
+fn http_stub(
+    content_type: &'static str,
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -674,7 +733,11 @@ fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
                     b.push(buf);
                 }
                 let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
                 );
             });
         }
