@@ -869,3 +869,58 @@ fn one_trace_spans_ingest_decide_and_dispatch_and_metrics_are_exported() {
             .contains(r#"tacto_consumer_lag{service="tacto-decide",topic="acme.prod.events""#)
     });
 }
+
+#[test]
+fn import_and_explain_work_against_the_kafka_services() {
+    let c = Cluster::new(2);
+    let _decide = c.decide("decide");
+    let ingest = c.ingest();
+    let csv = c.path().join("accounts.csv");
+    std::fs::write(
+        &csv,
+        "account_id,person_id,currency,debt_id,balance_minor,due_date,country,phone,phone_consent\n\
+         R1,P1,USD,D1,5000,2026-01-01,ZZ,+12125550100,yes\n\
+         R2,P2,USD,D2,7000,2026-01-01,ZZ,+12125550101,yes\n\
+         R3,P3,USD,D3,-1,2026-01-01,ZZ,+12125550102,yes\n",
+    )
+    .expect("csv");
+    let tacto = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(args)
+            .args(["--url", &ingest.base, "--api-key", "k1"])
+            .output()
+            .expect("run tacto")
+    };
+    let out = tacto(&["import", csv.to_str().expect("path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a refused row fails the command");
+    assert!(stdout.contains("3 rows: 2 imported"), "{stdout}");
+    assert!(
+        stdout.contains("row 3: body.account_upserted.debts[0].balance_minor"),
+        "{stdout}"
+    );
+    // On Kafka an import sent twice is appended twice; decide applies each event once.
+    let again = tacto(&["import", csv.to_str().expect("path")]);
+    assert!(!again.status.success());
+    eventually("R1 is contacted", Duration::from_secs(60), || {
+        c.decision_kinds("R1")
+            .contains(&"dev.tacto.contact_scheduled".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let scheduled = c
+        .decision_kinds("R1")
+        .iter()
+        .filter(|k| *k == "dev.tacto.contact_scheduled")
+        .count();
+    assert_eq!(scheduled, 1, "the second import changed nothing");
+    let out = tacto(&["explain", "R1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("account_upserted"), "{text}");
+    assert!(text.contains("contact_scheduled"), "{text}");
+    assert!(text.contains("- step_due:"), "{text}");
+}
