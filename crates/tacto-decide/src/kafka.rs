@@ -138,12 +138,24 @@ impl KafkaDecide {
         })
     }
 
-    fn rebalanced(&mut self, change: Rebalanced) -> Result<(), DecideError> {
+    fn rebalanced(&mut self, change: Rebalanced) {
         match change {
             Rebalanced::Assigned(ps) => {
+                // A partition is processed only once its state is back: retry until it is (the
+                // assignment is not announced again).
                 for p in ps {
-                    let n = restore_partition(self.log.settings(), &self.state, p)?;
-                    tracing::info!(partition = p, accounts = n, "partition restored");
+                    loop {
+                        match restore_partition(self.log.settings(), &self.state, p) {
+                            Ok(n) => {
+                                tracing::info!(partition = p, accounts = n, "partition restored");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!(partition = p, error = %e, "cannot restore the partition; retrying");
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                        }
+                    }
                     self.owned.insert(p);
                 }
             }
@@ -160,7 +172,6 @@ impl KafkaDecide {
                 self.owned.retain(|p| !gone.contains(p));
             }
         }
-        Ok(())
     }
 
     /// One step: records of owned partitions and due timers in, decisions and state out, then
@@ -174,7 +185,7 @@ impl KafkaDecide {
         self.flush(consumer)?;
         let (changes, batch) = consumer.poll(self.config.batch, wait)?;
         for c in changes {
-            self.rebalanced(c)?;
+            self.rebalanced(c);
         }
         let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();

@@ -166,14 +166,20 @@ pub async fn run(
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     }
-                    follower.follow(&ps)?;
+                    while let Err(e) = follower.follow(&ps) {
+                        tracing::error!(error = %e, "cannot follow decide's state; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     if let Ok(mut o) = d.inner.owned.write() {
                         o.extend(ps.iter().copied());
                     }
                 }
                 Rebalanced::Revoked(ps) => {
                     jobs.forget(&ps);
-                    follower.unfollow(&ps)?;
+                    while let Err(e) = follower.unfollow(&ps) {
+                        tracing::error!(error = %e, "cannot stop following decide's state; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     seen.retain(|p| !ps.contains(p));
                     let keep = |id: &str| !ps.contains(&partition_for(id, partitions));
                     if let Ok(mut e) = view.engine.write() {

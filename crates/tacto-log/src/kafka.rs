@@ -477,6 +477,8 @@ pub fn read_partition_to_end(
                 }
             }
             Some(Err(e)) => return Err(kafka(e)),
+            // The records at the end may be gone (compaction): the position tells.
+            None if position(&c, topic, partition).is_some_and(|p| p >= high) => return Ok(n),
             None if last_progress.elapsed() > settings.request_timeout => {
                 return Err(LogError::Storage(format!(
                     "restoring {topic}/{partition}: no progress for {:?}",
@@ -485,6 +487,15 @@ pub fn read_partition_to_end(
             }
             None => {}
         }
+    }
+}
+
+/// The consumer's next offset in a partition, when it has one.
+fn position<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str, partition: u32) -> Option<i64> {
+    let tpl = c.position().ok()?;
+    match tpl.find_partition(topic, partition as i32)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
     }
 }
 
@@ -763,13 +774,20 @@ impl PartitionFollower {
                     }
                 }
                 Some(Err(e)) => return Err(kafka(e)),
-                None if last_progress.elapsed() > self.timeout => {
-                    return Err(LogError::Storage(format!(
-                        "following {}: no progress for {:?}",
-                        self.topic, self.timeout
-                    )));
+                None => {
+                    // Records at the end may be gone (compaction): the positions tell.
+                    for (p, pos) in self.positions.iter_mut() {
+                        if let Some(at) = position(&self.consumer, &self.topic, *p) {
+                            *pos = (*pos).max(at);
+                        }
+                    }
+                    if last_progress.elapsed() > self.timeout && behind(&self.positions) {
+                        return Err(LogError::Storage(format!(
+                            "following {}: no progress for {:?}",
+                            self.topic, self.timeout
+                        )));
+                    }
                 }
-                None => {}
             }
         }
         Ok(())
