@@ -297,21 +297,22 @@ impl Cluster {
     }
 
     fn decide(&self, name: &str) -> Service {
-        let policy = self.policy();
-        Service::start(
-            self.path(),
-            name,
-            &[
-                "decide",
-                "--brokers",
-                &self.broker.addr(),
-                "--policy",
-                &policy,
-                "--session-timeout-ms",
-                "4000",
-            ],
-            &self.env,
-        )
+        self.decide_with(name, &[])
+    }
+
+    fn decide_with(&self, name: &str, extra: &[&str]) -> Service {
+        let (policy, broker) = (self.policy(), self.broker.addr());
+        let mut args = vec![
+            "decide",
+            "--brokers",
+            &broker,
+            "--policy",
+            &policy,
+            "--session-timeout-ms",
+            "4000",
+        ];
+        args.extend_from_slice(extra);
+        Service::start(self.path(), name, &args, &self.env)
     }
 
     fn dispatch(&self, rate_sms: &str) -> Service {
@@ -333,6 +334,11 @@ impl Cluster {
             ],
             &self.env,
         )
+    }
+
+    /// What a service has logged so far.
+    fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Messages handed to the (file) provider.
@@ -466,11 +472,66 @@ fn three_services_on_kafka_send_and_recall_on_payment() {
     );
 }
 
+/// The group generation a member's log says it leads, if any (librdkafka's `debug=cgrp` lines:
+/// `JoinGroup response: GenerationId N, …, LeaderId X (me), …`).
+fn led_generation(log: &str) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains("JoinGroup response: GenerationId") && l.contains(" (me),"))
+        .filter_map(|l| {
+            l.split("GenerationId ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
 #[test]
 fn a_decide_instance_killed_mid_run_hands_its_partitions_over() {
-    let c = Cluster::new(4);
-    let mut first = c.decide("decide-1");
-    let _second = c.decide("decide-2");
+    let mut c = Cluster::new(4);
+    // librdkafka's group debug lines tell which member leads the group.
+    c.env
+        .push(("RUST_LOG".into(), "info,librdkafka=debug".into()));
+    let debug = ["-X", "debug=cgrp"];
+    let mut one = c.decide_with("decide-1", &debug);
+    eventually(
+        "decide-1 owns every partition",
+        Duration::from_secs(30),
+        || {
+            c.log_of("decide-1")
+                .contains("partitions assigned topic=tacto.events partitions=[0, 1, 2, 3]")
+        },
+    );
+    let mut two = c.decide_with("decide-2", &debug);
+    eventually(
+        "both instances own partitions",
+        Duration::from_secs(30),
+        || {
+            c.log_of("decide-2")
+                .contains("partitions assigned topic=tacto.events partitions=[")
+                && c.log_of("decide-1").matches("partitions assigned").count() >= 2
+        },
+    );
+    // The instance killed is the group leader: Tansu 0.6.0 never evicts a killed member that is
+    // not the leader (reproduced without Tacto, with two plain librdkafka consumers:
+    // `cargo run -p tacto-log --example group_takeover -- repro BROKERS 10 follower` fails 10
+    // of 10 runs, `... leader` succeeds 12 of 12).
+    let (l1, l2) = (
+        led_generation(&c.log_of("decide-1")),
+        led_generation(&c.log_of("decide-2")),
+    );
+    assert!(
+        l1.is_some() || l2.is_some(),
+        "no JoinGroup leader line in the logs"
+    );
+    let first = if l2 > l1 { &mut two } else { &mut one };
+    eprintln!(
+        "killing the group leader: decide-{} (generations led: {l1:?} / {l2:?})",
+        if l2 > l1 { 2 } else { 1 }
+    );
     let _dispatch = c.dispatch("1000");
     let ingest = c.ingest();
     let ids: Vec<String> = (0..40).map(|i| format!("K{i:02}")).collect();
