@@ -11,19 +11,8 @@ use std::time::{Duration, Instant};
 use tacto_log::kafka::{KafkaLog, KafkaSettings};
 use tacto_log::{EventLog, Record, events};
 
-const POLICY: &str = r#"
-version = "kafka-e2e-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-[[pack_overrides]]
-id = "ZZ"
-name = "Test territory without hour restrictions"
-zones = ["UTC"]
-"#;
+mod common;
+use common::POLICY;
 
 /// The test broker's binary: `TANSU`, or `tansu` on the PATH, or in `~/.cargo/bin`.
 fn tansu() -> PathBuf {
@@ -685,20 +674,25 @@ fn fastavro_decode(dir: &Path, framing: &str, records: &[Record]) -> Vec<serde_j
     decoded
 }
 
+/// Puts one account through ingest and decide; returns the records of the events and contacts
+/// topics once its job is decided.
+fn first_job_records(c: &Cluster, account: &str) -> Vec<Record> {
+    let _decide = c.decide("decide");
+    let ingest = c.ingest();
+    ingest.put_account(account);
+    eventually("the job is decided", Duration::from_secs(60), || {
+        !c.topic(events::CONTACTS).is_empty()
+    });
+    c.topic(events::EVENTS)
+        .into_iter()
+        .chain(c.topic(events::CONTACTS))
+        .collect()
+}
+
 #[test]
 fn records_on_the_broker_decode_with_fastavro_from_the_schema_file_alone() {
     let c = Cluster::new(1);
-    let _decide = c.decide("decide");
-    let ingest = c.ingest();
-    ingest.put_account("F1");
-    eventually("F1's job is decided", Duration::from_secs(60), || {
-        !c.topic(events::CONTACTS).is_empty()
-    });
-    let records: Vec<Record> = c
-        .topic(events::EVENTS)
-        .into_iter()
-        .chain(c.topic(events::CONTACTS))
-        .collect();
+    let records = first_job_records(&c, "F1");
     for d in fastavro_decode(c.path(), "single-object", &records) {
         assert_eq!(d["magic"], "c301", "Avro single-object encoding");
         assert_eq!(d["fingerprint_matches"], true);
@@ -711,17 +705,7 @@ fn with_a_schema_registry_records_use_the_confluent_wire_format() {
     let (registry, requests) = http_stub("application/vnd.schemaregistry.v1+json", r#"{"id":42}"#);
     let mut c = Cluster::new(1);
     c.env.push(("TACTO_SCHEMA_REGISTRY_URL".into(), registry));
-    let _decide = c.decide("decide");
-    let ingest = c.ingest();
-    ingest.put_account("C1");
-    eventually("C1's job is decided", Duration::from_secs(60), || {
-        !c.topic(events::CONTACTS).is_empty()
-    });
-    let records: Vec<Record> = c
-        .topic(events::EVENTS)
-        .into_iter()
-        .chain(c.topic(events::CONTACTS))
-        .collect();
+    let records = first_job_records(&c, "C1");
     for d in fastavro_decode(c.path(), "confluent", &records) {
         assert_eq!(d["magic"], "00", "Confluent magic byte");
         assert_eq!(d["schema_id"], 42);

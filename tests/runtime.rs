@@ -7,19 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const POLICY: &str = r#"
-version = "e2e-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-[[pack_overrides]]
-id = "ZZ"
-name = "Test territory without hour restrictions"
-zones = ["UTC"]
-"#;
+mod common;
+use common::POLICY;
 
 struct Tacto {
     child: Child,

@@ -291,13 +291,7 @@ impl KafkaDecide {
         while !*shutdown.borrow() {
             let wait = self
                 .state
-                .engine
-                .read()
-                .ok()
-                .and_then(|e| e.peek())
-                .map(|w| w.since(clock()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_millis(200))
-                .min(Duration::from_millis(200));
+                .until_next_timer(clock(), Duration::from_millis(200));
             if let Err(e) = self.step(&consumer, clock(), wait) {
                 tracing::error!(error = %e, "decide step failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));

@@ -82,6 +82,16 @@ impl DecideState {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// How long until the earliest timer is due, at most `max`.
+    pub fn until_next_timer(&self, now: Timestamp, max: Duration) -> Duration {
+        self.engine
+            .read()
+            .ok()
+            .and_then(|e| e.peek())
+            .map_or(max, |w| w.since(now).to_std().unwrap_or(Duration::ZERO))
+            .min(max)
+    }
+
     /// Whether the state is restored and current.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -463,15 +473,7 @@ impl Decide {
             if consumed > 0 {
                 continue;
             }
-            let next = self
-                .state
-                .engine
-                .read()
-                .ok()
-                .and_then(|e| e.peek())
-                .map(|w| w.since(clock()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
+            let next = self.state.until_next_timer(clock(), Duration::from_secs(1));
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(next) => {}
