@@ -6,6 +6,7 @@
 pub mod commit;
 pub mod import;
 pub mod problem;
+pub mod twilio;
 pub mod webhook;
 
 use axum::Router;
