@@ -10,8 +10,11 @@ SHELL := /bin/bash
 
 ## Debian packages librdkafka is built with (rdkafka's cmake-build feature).
 SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
-## Twilio's official helper library: the reference the Twilio signature test checks against.
+## npm references (in tools/node): Twilio's official helper library, which the Twilio signature
+## test checks against,
 TWILIO_NPM_VERSION := 5.13.1
+## The reference SMS segment calculator the segment test checks against.
+SEGMENTS_NPM_VERSION := 1.3.0
 ## The Kafka-compatible broker of the real-broker tests (cached in ~/.cargo/bin once built).
 TANSU_VERSION := 0.6.0
 
@@ -30,13 +33,14 @@ test-broker:
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
 ## Python's fastavro (an independent Avro reader for the wire-contract tests), and PyYAML with
-## kubernetes-validate for the deploy/ lint, and the twilio npm package (in tools/node).
+## kubernetes-validate for the deploy/ lint, and the npm references above (in tools/node).
 deps: system-deps
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 	@python3 -c 'import fastavro, yaml, kubernetes_validate' 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate
-	@[ -d tools/node/node_modules/twilio ] || \
-	  npm install --prefix tools/node --no-audit --no-fund --silent twilio@$(TWILIO_NPM_VERSION)
+	@[ -d tools/node/node_modules/twilio ] && [ -d tools/node/node_modules/sms-segments-calculator ] || \
+	  npm install --prefix tools/node --no-audit --no-fund --silent \
+	    twilio@$(TWILIO_NPM_VERSION) sms-segments-calculator@$(SEGMENTS_NPM_VERSION)
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 

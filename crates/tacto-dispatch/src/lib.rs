@@ -10,6 +10,7 @@
 
 pub mod kafka;
 pub mod sink;
+pub mod templates;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
