@@ -11,7 +11,7 @@ SHELL := /bin/bash
 ## Debian packages librdkafka is built with (rdkafka's cmake-build feature).
 SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
 ## npm references (in tools/node): Twilio's official helper library, which the Twilio signature
-## test checks against,
+## test checks against.
 TWILIO_NPM_VERSION := 5.13.1
 ## The reference SMS segment calculator the segment test checks against.
 SEGMENTS_NPM_VERSION := 1.3.0

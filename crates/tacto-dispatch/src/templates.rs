@@ -272,7 +272,7 @@ mod tests {
             address: "+12125550100".into(),
             template: "reminder".into(),
             language: language.into(),
-            balance_minor: 123_45,
+            balance_minor: 12_345,
             currency: currency.into(),
             sent_at: Timestamp::from_micros(0),
         }
