@@ -129,6 +129,22 @@ impl tacto_ingest::AccountView for DecideState {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String> {
+        self.directory
+            .read()
+            .map(|d| {
+                d.iter()
+                    .filter(|(_, points)| {
+                        points
+                            .iter()
+                            .any(|p| p.channel == channel && p.address == address)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 pub mod kafka;
 pub mod sink;
 pub mod templates;
+pub mod twilio;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
@@ -296,6 +297,30 @@ impl Inner {
         Ok(())
     }
 
+    /// Reports that the provider refused a job because the customer opted out of the channel
+    /// with it (e.g. replied STOP to the sender before Tacto heard of it).
+    fn report_opt_out(
+        &self,
+        account: &AccountId,
+        job: &ContactJob,
+        now: Timestamp,
+    ) -> Result<(), LogError> {
+        let e = Event {
+            id: EventId(format!("{}:dispatch:opted-out", job.job_id)),
+            occurred_at: now,
+            account_id: account.clone(),
+            source: "dispatch".into(),
+            body: EventBody::OptedOut {
+                channel: Some(job.channel),
+                via: "provider".into(),
+            },
+        };
+        let record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
+        self.log
+            .append_unique(events::EVENTS.name(), &format!("event:{}", e.id), &record)?;
+        Ok(())
+    }
+
     /// Records a job's final state and reports its outcome.
     fn finish(
         &self,
@@ -425,6 +450,11 @@ impl Inner {
                     }
                     tokio::time::sleep(delay).await;
                     delay *= 2;
+                }
+                Err(SendError::OptedOut(why)) => {
+                    tracing::info!(job = %job.job_id, reason = %why, "the recipient opted out with the provider");
+                    self.report_opt_out(account, job, clock())?;
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(job = %job.job_id, error = %e, "provider refused the job");

@@ -29,6 +29,8 @@ pub struct Message {
     pub currency: String,
     /// When dispatch handed it over.
     pub sent_at: Timestamp,
+    /// The latest instant it may reach the customer (a provider must drop it after this).
+    pub not_after: Timestamp,
 }
 
 impl Message {
@@ -44,6 +46,7 @@ impl Message {
             balance_minor: job.balance_minor,
             currency: job.currency.clone(),
             sent_at: now,
+            not_after: job.not_after,
         }
     }
 }
@@ -57,6 +60,10 @@ pub enum SendError {
     /// Not worth retrying (invalid number, refused).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The provider refuses because the customer opted out with it (e.g. replied STOP to the
+    /// sender): dispatch records an opt-out on the channel.
+    #[error("the recipient opted out: {0}")]
+    OptedOut(String),
 }
 
 /// Appends every message as one JSON line to a file, flushed to disk before it returns.
@@ -154,6 +161,8 @@ pub enum Adapter {
     File(FileSink),
     /// A JSON webhook.
     Webhook(WebhookSink),
+    /// SMS through the Twilio Messages API (or a compatible provider).
+    Twilio(crate::twilio::TwilioSms),
 }
 
 impl Adapter {
@@ -162,6 +171,7 @@ impl Adapter {
         match self {
             Adapter::File(f) => tokio::task::block_in_place(|| f.write(m)),
             Adapter::Webhook(w) => w.post(m).await,
+            Adapter::Twilio(t) => t.send(m).await.map(|_| ()),
         }
     }
 }

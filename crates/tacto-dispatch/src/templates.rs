@@ -275,6 +275,7 @@ mod tests {
             balance_minor: 12_345,
             currency: currency.into(),
             sent_at: Timestamp::from_micros(0),
+            not_after: Timestamp::from_micros(3_600_000_000),
         }
     }
 

@@ -50,6 +50,7 @@ fn segments_match_the_reference_calculator() {
             balance_minor: 1_234_567,
             currency: currency.into(),
             sent_at: Timestamp::from_micros(0),
+            not_after: Timestamp::from_micros(3_600_000_000),
         };
         texts.push(t.render(&m).expect("render").body);
     }

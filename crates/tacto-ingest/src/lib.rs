@@ -3,6 +3,7 @@
 //! id, payment id or `Idempotency-Key`) are acknowledged with `200` and not written twice. Errors
 //! are RFC 9457 problem details naming the field; nothing is half-written.
 
+pub mod callbacks;
 pub mod commit;
 pub mod import;
 pub mod problem;
@@ -39,6 +40,8 @@ pub trait AccountView: Send + Sync {
     fn account(&self, id: &str) -> Option<serde_json::Value>;
     /// Whether decide has restored its state and is processing.
     fn ready(&self) -> bool;
+    /// The accounts that have `address` as a contact point of `channel` (inbound opt-outs).
+    fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String>;
 }
 
 /// Ingest settings.
@@ -52,6 +55,10 @@ pub struct IngestConfig {
     pub webhook_tolerance_secs: i64,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Twilio auth token: verifies `X-Twilio-Signature` (Twilio callbacks are refused without).
+    pub twilio_auth_token: Option<String>,
+    /// The public base URL providers call (signatures cover the full URL they called).
+    pub public_url: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -61,6 +68,8 @@ impl Default for IngestConfig {
             webhook_secret: None,
             webhook_tolerance_secs: 300,
             max_body_bytes: 1 << 20,
+            twilio_auth_token: None,
+            public_url: None,
         }
     }
 }
@@ -127,6 +136,7 @@ pub fn router(ingest: Shared) -> Router {
     Router::new()
         .merge(authed)
         .route("/v1/webhooks/payments", post(post_payment_webhook))
+        .route("/v1/callbacks/twilio", post(callbacks::post_twilio))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

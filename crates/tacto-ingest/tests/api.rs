@@ -4,10 +4,11 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use std::sync::Arc;
+use tacto_ingest::twilio;
 use tacto_ingest::{AccountView, Ingest, IngestConfig, router, webhook};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
-use tacto_model::Timestamp;
+use tacto_model::{Channel, Timestamp};
 use tower::ServiceExt;
 
 struct NoView;
@@ -18,7 +19,16 @@ impl AccountView for NoView {
     fn ready(&self) -> bool {
         true
     }
+    fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String> {
+        if channel == Channel::Sms && address == "+12125550100" {
+            vec!["A".into(), "B".into()]
+        } else {
+            Vec::new()
+        }
+    }
 }
+
+const TWILIO_TOKEN: &str = "twilio-token";
 
 fn fixed_now() -> Timestamp {
     Timestamp::parse("2026-11-16T15:00:00Z").unwrap_or(Timestamp::from_micros(0))
@@ -41,6 +51,8 @@ fn api() -> Api {
             webhook_secret: Some("whsec".into()),
             webhook_tolerance_secs: 300,
             max_body_bytes: 4096,
+            twilio_auth_token: Some(TWILIO_TOKEN.into()),
+            public_url: Some("https://tacto.example".into()),
         },
         Arc::new(NoView),
         fixed_now,
@@ -213,4 +225,103 @@ async fn an_account_upsert_is_idempotent_and_decisions_are_refused() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["field"], "body");
     assert_eq!(events_written(&a.log), 1);
+}
+
+/// A Twilio webhook as Twilio sends it: form-encoded, signed over the public URL.
+fn twilio_post(path_and_query: &str, params: &[(&str, &str)], token: &str) -> Request<Body> {
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let url = format!("https://tacto.example{path_and_query}");
+    let body = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    Request::post(path_and_query)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", twilio::signature(token, &url, &owned))
+        .body(Body::from(body))
+        .expect("request")
+}
+
+fn kinds_written(log: &EmbeddedLog) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..2 {
+        for d in log.read(events::EVENTS.name(), p, 0, 100).expect("read") {
+            out.push(d.record.header("ce_type").unwrap_or_default().to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn twilio_callbacks_are_verified_and_become_events() {
+    let a = api();
+    let path = "/v1/callbacks/twilio?job=A%3Ac0%3Ad0.0%3Aa0&account=A";
+    let delivered = [
+        ("MessageSid", "SM1"),
+        ("MessageStatus", "delivered"),
+        ("To", "+12125550100"),
+    ];
+    // Wrongly signed: refused, nothing written.
+    let (status, ctype, _) = call(&a.app, twilio_post(path, &delivered, "wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(events_written(&a.log), 0);
+    // An intermediate status adds nothing.
+    let sent = [("MessageSid", "SM1"), ("MessageStatus", "sent")];
+    assert_eq!(
+        call(&a.app, twilio_post(path, &sent, TWILIO_TOKEN)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(events_written(&a.log), 0);
+    // Delivered: one outcome, once however often Twilio retries the callback.
+    for _ in 0..2 {
+        let (status, ctype, _) = call(&a.app, twilio_post(path, &delivered, TWILIO_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ctype, "text/xml");
+    }
+    assert_eq!(kinds_written(&a.log), vec!["dev.tacto.contact_outcome"]);
+    // Changing the job in the URL breaks the signature.
+    let tampered = twilio_post(path, &delivered, TWILIO_TOKEN);
+    let (parts, body) = tampered.into_parts();
+    let mut req = Request::post("/v1/callbacks/twilio?job=B%3Ac0%3Ad0.0%3Aa0&account=B")
+        .body(body)
+        .expect("request");
+    *req.headers_mut() = parts.headers;
+    assert_eq!(call(&a.app, req).await.0, StatusCode::UNAUTHORIZED);
+    // An inbound STOP opts out every account with that number, of SMS only.
+    let stop = [
+        ("MessageSid", "SM9"),
+        ("From", "+12125550100"),
+        ("Body", " Stop "),
+    ];
+    assert_eq!(
+        call(
+            &a.app,
+            twilio_post("/v1/callbacks/twilio", &stop, TWILIO_TOKEN)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let kinds = kinds_written(&a.log);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "dev.tacto.opted_out").count(),
+        2
+    );
+    // Anything else inbound is acknowledged and changes nothing.
+    let hello = [
+        ("MessageSid", "SM10"),
+        ("From", "+12125550100"),
+        ("Body", "hola"),
+    ];
+    call(
+        &a.app,
+        twilio_post("/v1/callbacks/twilio", &hello, TWILIO_TOKEN),
+    )
+    .await;
+    assert_eq!(kinds_written(&a.log).len(), 3);
 }

@@ -4,6 +4,8 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
+use tacto_dispatch::templates::Templates;
+use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_dispatch::{Adapter, Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
 use tacto_ingest::{Ingest, IngestConfig, router, system_now};
 use tacto_log::EventLog;
@@ -33,6 +35,8 @@ pub struct Args {
     snapshot_interval_secs: u64,
     #[command(flatten)]
     channels: ChannelArgs,
+    #[command(flatten)]
+    providers: ProviderArgs,
 }
 
 /// The HTTP API's address and credentials (shared by `tacto run` and `tacto ingest`).
@@ -62,12 +66,73 @@ impl ApiArgs {
     }
 
     /// Ingest settings with these credentials.
-    pub fn ingest_config(&self, keys: Vec<String>) -> IngestConfig {
+    pub fn ingest_config(&self, keys: Vec<String>, providers: &ProviderArgs) -> IngestConfig {
         IngestConfig {
             api_keys: keys,
             webhook_secret: self.webhook_secret.clone(),
+            twilio_auth_token: providers.twilio_auth_token.clone(),
+            public_url: providers.public_url.clone(),
             ..IngestConfig::default()
         }
+    }
+}
+
+/// Provider accounts and public URLs (shared by `tacto run`, `tacto ingest` and
+/// `tacto dispatch`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProviderArgs {
+    /// Twilio (or compatible) account SID: SMS go through the Messages API.
+    #[arg(long, env = "TACTO_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// Twilio auth token: authenticates sends and verifies Twilio's callbacks.
+    #[arg(long, env = "TACTO_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// Sender number or short code (`From`).
+    #[arg(long, env = "TACTO_TWILIO_FROM")]
+    pub twilio_from: Option<String>,
+    /// Messaging Service SID (instead of a sender number).
+    #[arg(long, env = "TACTO_TWILIO_MESSAGING_SERVICE_SID")]
+    pub twilio_messaging_service_sid: Option<String>,
+    /// API base URL (a Twilio-compatible provider, or a test server).
+    #[arg(
+        long,
+        env = "TACTO_TWILIO_BASE_URL",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_base_url: String,
+    /// Public base URL of the HTTP API as providers reach it (status callbacks, signatures).
+    #[arg(long, env = "TACTO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Base URL of the self-service page, linked from every SMS and email.
+    #[arg(long, env = "TACTO_SELF_SERVICE_URL")]
+    pub self_service_url: Option<String>,
+}
+
+impl ProviderArgs {
+    /// The Twilio adapter, when an account and a sender are configured.
+    fn twilio(&self) -> anyhow::Result<Option<TwilioSms>> {
+        let (Some(sid), Some(token)) = (&self.twilio_account_sid, &self.twilio_auth_token) else {
+            return Ok(None);
+        };
+        let sender = match (&self.twilio_from, &self.twilio_messaging_service_sid) {
+            (Some(n), None) => Sender::Number(n.clone()),
+            (None, Some(s)) => Sender::MessagingService(s.clone()),
+            _ => anyhow::bail!(
+                "with a Twilio account, set exactly one of --twilio-from and --twilio-messaging-service-sid"
+            ),
+        };
+        let templates = Arc::new(Templates::builtin(self.self_service_url.clone()));
+        let config = TwilioConfig {
+            base_url: self.twilio_base_url.clone(),
+            account_sid: sid.clone(),
+            auth_token: token.clone(),
+            sender,
+            callback_base: self.public_url.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        Ok(Some(
+            TwilioSms::new(config, templates).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
     }
 }
 
@@ -97,9 +162,16 @@ pub struct ChannelArgs {
     rate_voice: f64,
 }
 
-/// The adapters the channel options ask for; the file sink for the rest.
-pub fn adapters(args: &ChannelArgs, sink: FileSink) -> anyhow::Result<Adapters> {
+/// The adapters the channel and provider options ask for; the file sink for the rest.
+pub fn adapters(
+    args: &ChannelArgs,
+    providers: &ProviderArgs,
+    sink: FileSink,
+) -> anyhow::Result<Adapters> {
     let mut a = Adapters::new(Adapter::File(sink));
+    if let Some(t) = providers.twilio()? {
+        a = a.with(Channel::Sms, Adapter::Twilio(t));
+    }
     for (channel, url) in [
         (Channel::Sms, &args.sms_webhook),
         (Channel::Email, &args.email_webhook),
@@ -181,14 +253,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dyn_log.clone(),
         policy.clone(),
         state.clone(),
-        Arc::new(adapters(&args.channels, sink)?),
+        Arc::new(adapters(&args.channels, &args.providers, sink)?),
         args.channels.dispatch_config(),
     )
     .context("cannot start dispatch")?;
     let (keys, generated) = args.api.keys();
     let ingest = Arc::new(Ingest::new(
         dyn_log.clone(),
-        args.api.ingest_config(keys.clone()),
+        args.api.ingest_config(keys.clone(), &args.providers),
         state.clone(),
         system_now,
     ));

@@ -1,7 +1,7 @@
 //! `tacto topics create`, `tacto ingest`, `tacto decide` and `tacto dispatch`: Tacto on Kafka,
 //! one service per process, any number of each against one cluster.
 
-use crate::run::{ApiArgs, ChannelArgs, adapters, load_policy, shutdown_signal};
+use crate::run::{ApiArgs, ChannelArgs, ProviderArgs, adapters, load_policy, shutdown_signal};
 use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
@@ -154,6 +154,8 @@ pub struct IngestArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    providers: ProviderArgs,
 }
 
 /// The HTTP API on Kafka. Account views follow decide's changelog.
@@ -177,7 +179,7 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let dyn_log: Arc<dyn EventLog> = log.clone();
         let ingest = Arc::new(Ingest::new(
             dyn_log,
-            args.api.ingest_config(keys),
+            args.api.ingest_config(keys, &args.providers),
             view,
             system_now,
         ));
@@ -273,6 +275,8 @@ pub struct DispatchArgs {
     group: String,
     #[command(flatten)]
     channels: ChannelArgs,
+    #[command(flatten)]
+    providers: ProviderArgs,
 }
 
 /// A dispatch instance on Kafka.
@@ -286,7 +290,7 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         let outbox = args.data_dir.join("outbox.jsonl");
         let sink =
             FileSink::open(&outbox).with_context(|| format!("cannot open {}", outbox.display()))?;
-        let adapters = Arc::new(adapters(&args.channels, sink)?);
+        let adapters = Arc::new(adapters(&args.channels, &args.providers, sink)?);
         let mut config = args.channels.dispatch_config();
         config.group = args.group.clone();
         let health = Arc::new(DecideState::default());
