@@ -96,59 +96,137 @@ pub fn sms_segments(text: &str) -> Segments {
     }
 }
 
-/// The built-in templates: `(name, source)`, names `channel/template.language`.
-const BUILTIN: &[(&str, &str)] = &[
+/// The built-in texts: `(template, language, text)`. A template's text is the same on every
+/// channel (a cadence step's fallback channel uses the step's template); the layout around it
+/// (self-service link, greeting, opt-out instructions) is per channel. Covers every template of
+/// `policy.example.toml`; a tenant's own go in a templates directory.
+const BUILTIN: &[(&str, &str, &str)] = &[
     (
-        "sms/reminder.en",
-        "Your account has an overdue balance of {{ amount }}.{% if link %} Pay or set up a plan: {{ link }}{% endif %}",
+        "reminder",
+        "en",
+        "Your account has an overdue balance of {{ amount }}.",
     ),
     (
-        "sms/reminder.es",
-        "Su cuenta tiene un saldo vencido de {{ amount }}.{% if link %} Pague o acuerde un plan: {{ link }}{% endif %}",
+        "reminder",
+        "es",
+        "Su cuenta tiene un saldo vencido de {{ amount }}.",
     ),
     (
-        "sms/reminder.pt",
-        "Sua conta tem um saldo em atraso de {{ amount }}.{% if link %} Pague ou combine um plano: {{ link }}{% endif %}",
+        "reminder",
+        "pt",
+        "Sua conta tem um saldo em atraso de {{ amount }}.",
     ),
     (
-        "email/reminder.en.subject",
-        "Your overdue balance of {{ amount }}",
+        "reminder_soft",
+        "en",
+        "A friendly reminder: your account has a balance of {{ amount }} past its due date.",
     ),
     (
-        "email/reminder.es.subject",
-        "Su saldo vencido de {{ amount }}",
+        "reminder_soft",
+        "es",
+        "Le recordamos que su cuenta tiene un saldo de {{ amount }} con la fecha de pago vencida.",
     ),
     (
-        "email/reminder.pt.subject",
-        "Seu saldo em atraso de {{ amount }}",
+        "reminder_soft",
+        "pt",
+        "Lembrete: sua conta tem um saldo de {{ amount }} com o vencimento em atraso.",
     ),
     (
-        "email/reminder.en",
-        "Hello,\n\nYour account has an overdue balance of {{ amount }}.\n{% if link %}You can pay, promise a date or set up a plan here: {{ link }}\n{% endif %}\nIf something is wrong, reply to this email and we will look into it.",
+        "reminder_email",
+        "en",
+        "Your account has an overdue balance of {{ amount }}. If you have already paid, thank you, and please ignore this message.",
     ),
     (
-        "email/reminder.es",
-        "Hola:\n\nSu cuenta tiene un saldo vencido de {{ amount }}.\n{% if link %}Puede pagar, prometer una fecha o acordar un plan aquí: {{ link }}\n{% endif %}\nSi algo no es correcto, responda a este correo y lo revisaremos.",
+        "reminder_email",
+        "es",
+        "Su cuenta tiene un saldo vencido de {{ amount }}. Si ya pagó, gracias, y por favor ignore este mensaje.",
     ),
     (
-        "email/reminder.pt",
-        "Olá,\n\nSua conta tem um saldo em atraso de {{ amount }}.\n{% if link %}Você pode pagar, prometer uma data ou combinar um plano aqui: {{ link }}\n{% endif %}\nSe algo estiver errado, responda a este e-mail e vamos verificar.",
+        "reminder_email",
+        "pt",
+        "Sua conta tem um saldo em atraso de {{ amount }}. Se você já pagou, obrigado, e por favor ignore esta mensagem.",
     ),
     (
-        "voice/reminder.en",
+        "reminder_firm",
+        "en",
+        "Your account is still past due with a balance of {{ amount }}. Please pay or contact us to agree on a plan.",
+    ),
+    (
+        "reminder_firm",
+        "es",
+        "Su cuenta sigue vencida con un saldo de {{ amount }}. Por favor pague o contáctenos para acordar un plan.",
+    ),
+    (
+        "reminder_firm",
+        "pt",
+        "Sua conta continua em atraso com um saldo de {{ amount }}. Por favor pague ou fale conosco para combinar um plano.",
+    ),
+    (
+        "final_notice",
+        "en",
+        "Final notice: your account has an overdue balance of {{ amount }}. Please pay or contact us.",
+    ),
+    (
+        "final_notice",
+        "es",
+        "Último aviso: su cuenta tiene un saldo vencido de {{ amount }}. Por favor pague o contáctenos.",
+    ),
+    (
+        "final_notice",
+        "pt",
+        "Último aviso: sua conta tem um saldo em atraso de {{ amount }}. Por favor pague ou fale conosco.",
+    ),
+    (
+        "promise_missed",
+        "en",
+        "We did not receive the payment you promised. Your balance is {{ amount }}.",
+    ),
+    (
+        "promise_missed",
+        "es",
+        "No recibimos el pago que nos prometió. Su saldo es de {{ amount }}.",
+    ),
+    (
+        "promise_missed",
+        "pt",
+        "Não recebemos o pagamento que você prometeu. Seu saldo é de {{ amount }}.",
+    ),
+    (
+        "agent_call",
+        "en",
         "This is a call about your account's overdue balance of {{ amount }}.",
     ),
     (
-        "voice/reminder.es",
+        "agent_call",
+        "es",
         "Le llamamos por el saldo vencido de su cuenta, de {{ amount }}.",
     ),
     (
-        "voice/reminder.pt",
+        "agent_call",
+        "pt",
         "Estamos ligando sobre o saldo em atraso da sua conta, de {{ amount }}.",
     ),
 ];
 
-/// Opt-out instructions, per channel and language (always appended).
+/// The self-service sentence, per language.
+fn link_sentence(language: &str, link: &str) -> String {
+    match language {
+        "es" => format!("Pague, prometa una fecha o acuerde un plan: {link}"),
+        "pt" => format!("Pague, prometa uma data ou combine um plano: {link}"),
+        _ => format!("Pay, promise a date or set up a plan: {link}"),
+    }
+}
+
+/// The email subject, per language.
+fn subject(language: &str) -> &'static str {
+    match language {
+        "es" => "Sobre su cuenta",
+        "pt" => "Sobre sua conta",
+        _ => "About your account",
+    }
+}
+
+/// Opt-out instructions, per channel and language (always appended to SMS and email).
 fn opt_out(channel: Channel, language: &str) -> &'static str {
     match (channel, language) {
         (Channel::Sms, "es") => " Responda BAJA para no recibir más SMS.",
@@ -178,9 +256,9 @@ impl Templates {
     pub fn builtin(self_service_url: Option<String>) -> Self {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        for (name, source) in BUILTIN {
+        for (name, language, source) in BUILTIN {
             // The built-in sources are checked by the tests below.
-            if let Err(e) = env.add_template(name, source) {
+            if let Err(e) = env.add_template_owned(format!("{name}.{language}"), *source) {
                 tracing::error!(template = name, error = %e, "invalid built-in template");
             }
         }
@@ -190,13 +268,63 @@ impl Templates {
         }
     }
 
-    fn source(&self, channel: Channel, template: &str, language: &str, suffix: &str) -> String {
-        let wanted = format!("{}/{template}.{language}{suffix}", channel.as_str());
-        if self.env.get_template(&wanted).is_ok() {
-            wanted
-        } else {
-            format!("{}/{template}.en{suffix}", channel.as_str())
+    /// Adds (or replaces) templates from a directory: `NAME.LANG.j2` for every channel, or
+    /// `CHANNEL/NAME.LANG.j2` (`sms`, `email`, `voice`) for one.
+    pub fn with_directory(mut self, dir: &std::path::Path) -> Result<Self, TemplateError> {
+        let error = |name: &str, reason: String| TemplateError {
+            name: name.to_owned(),
+            reason,
+        };
+        let mut files = Vec::new();
+        for entry in
+            std::fs::read_dir(dir).map_err(|e| error(&dir.display().to_string(), e.to_string()))?
+        {
+            let path = entry
+                .map_err(|e| error(&dir.display().to_string(), e.to_string()))?
+                .path();
+            if path.is_dir() {
+                for inner in std::fs::read_dir(&path)
+                    .map_err(|e| error(&path.display().to_string(), e.to_string()))?
+                {
+                    let p = inner
+                        .map_err(|e| error(&path.display().to_string(), e.to_string()))?
+                        .path();
+                    files.push(p);
+                }
+            } else {
+                files.push(path);
+            }
         }
+        for path in files {
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            let Some(name) = rel.strip_suffix(".j2") else {
+                continue;
+            };
+            let source = std::fs::read_to_string(&path).map_err(|e| error(name, e.to_string()))?;
+            self.env
+                .add_template_owned(name.to_owned(), source)
+                .map_err(|e| error(name, e.to_string()))?;
+        }
+        Ok(self)
+    }
+
+    /// The template to use: the channel's own, else the shared one; the language's, else
+    /// English. Returns the name and the language it is in.
+    fn lookup(&self, channel: Channel, template: &str, language: &str) -> Option<(String, String)> {
+        for lang in [language, "en"] {
+            for name in [
+                format!("{}/{template}.{lang}", channel.as_str()),
+                format!("{template}.{lang}"),
+            ] {
+                if self.env.get_template(&name).is_ok() {
+                    return Some((name, lang.to_owned()));
+                }
+            }
+        }
+        None
     }
 
     fn render_one(&self, name: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
@@ -211,7 +339,8 @@ impl Templates {
             .map_err(error)
     }
 
-    /// Renders a message's template in its language.
+    /// Renders a message's template in its language, in the channel's layout. An unknown
+    /// template is an error (never a generic text in its place).
     pub fn render(&self, m: &Message) -> Result<Rendered, TemplateError> {
         let link = self
             .self_service_url
@@ -220,18 +349,46 @@ impl Templates {
         let ctx = context! {
             amount => format_amount(m.balance_minor, &m.currency),
             currency => m.currency.clone(),
-            link => link,
+            link => link.clone(),
             job_id => m.job_id.clone(),
         };
-        let language = m.language.split(['-', '_']).next().unwrap_or("en");
-        let body_name = self.source(m.channel, &m.template, language, "");
-        let mut body = self.render_one(&body_name, &ctx)?;
-        let used_language = body_name.rsplit('.').next().unwrap_or("en").to_owned();
-        body.push_str(opt_out(m.channel, &used_language));
+        let wanted = m.language.split(['-', '_']).next().unwrap_or("en");
+        let (name, language) =
+            self.lookup(m.channel, &m.template, wanted)
+                .ok_or_else(|| TemplateError {
+                    name: m.template.clone(),
+                    reason: format!("no template for {} in {wanted} or en", m.channel.as_str()),
+                })?;
+        let text = self.render_one(&name, &ctx)?;
+        let link_text = link.as_deref().map(|l| link_sentence(&language, l));
+        let body = match m.channel {
+            Channel::Sms => {
+                let mut b = text;
+                if let Some(l) = link_text {
+                    b.push(' ');
+                    b.push_str(&l);
+                }
+                b.push_str(opt_out(m.channel, &language));
+                b
+            }
+            Channel::Email => {
+                let mut b = text;
+                if let Some(l) = link_text {
+                    b.push_str("\n\n");
+                    b.push_str(&l);
+                }
+                b.push_str(opt_out(m.channel, &language));
+                b
+            }
+            _ => text,
+        };
         let subject = match m.channel {
             Channel::Email => {
-                let name = self.source(m.channel, &m.template, language, ".subject");
-                Some(self.render_one(&name, &ctx)?)
+                let custom = format!("email/{}.{language}.subject", m.template);
+                Some(match self.env.get_template(&custom) {
+                    Ok(_) => self.render_one(&custom, &ctx)?,
+                    Err(_) => subject(&language).to_owned(),
+                })
             }
             _ => None,
         };
@@ -280,11 +437,61 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_template_parses() {
-        let t = Templates::builtin(None);
-        for (name, _) in BUILTIN {
-            assert!(t.env.get_template(name).is_ok(), "{name}");
+    fn every_template_of_the_example_policy_renders_on_every_channel_and_language() {
+        let t = Templates::builtin(Some("https://pay.example".into()));
+        let policy = tacto_policy::Policy::example();
+        let names: std::collections::BTreeSet<String> = tacto_policy::policy::EXAMPLE_POLICY
+            .lines()
+            .filter_map(|l| l.split("template = \"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        assert!(names.len() >= 6, "{names:?} from {}", policy.version());
+        for name in names {
+            for channel in [Channel::Sms, Channel::Email, Channel::Voice] {
+                for language in ["en", "es", "pt"] {
+                    let mut m = message(channel, language, "USD");
+                    m.template = name.clone();
+                    let r = t.render(&m).unwrap_or_else(|e| panic!("{e}"));
+                    assert!(
+                        r.body.contains("USD 123.45"),
+                        "{name} {language}: {}",
+                        r.body
+                    );
+                }
+            }
         }
+        let mut unknown = message(Channel::Sms, "en", "USD");
+        unknown.template = "no_such_template".into();
+        assert!(
+            t.render(&unknown).is_err(),
+            "never a generic text for an unknown template"
+        );
+    }
+
+    #[test]
+    fn a_templates_directory_overrides_per_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sms")).expect("dir");
+        std::fs::write(
+            dir.path().join("sms/reminder.en.j2"),
+            "Pay {{ amount }} now.",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("welcome.en.j2"), "Welcome!").expect("write");
+        let t = Templates::builtin(None)
+            .with_directory(dir.path())
+            .expect("load");
+        let sms = t.render(&message(Channel::Sms, "en", "USD")).expect("sms");
+        assert_eq!(sms.body, "Pay USD 123.45 now. Reply STOP to opt out.");
+        // Email keeps the built-in text.
+        let mail = t
+            .render(&message(Channel::Email, "en", "USD"))
+            .expect("email");
+        assert!(mail.body.starts_with("Your account has an overdue balance"));
+        let mut w = message(Channel::Email, "en", "USD");
+        w.template = "welcome".into();
+        assert!(t.render(&w).expect("welcome").body.starts_with("Welcome!"));
     }
 
     #[test]
@@ -295,7 +502,7 @@ mod tests {
             .expect("es");
         assert_eq!(
             es.body,
-            "Su cuenta tiene un saldo vencido de MXN 123.45. Pague o acuerde un plan: https://pay.example/s/A:c0:d0.0:a0 Responda BAJA para no recibir más SMS."
+            "Su cuenta tiene un saldo vencido de MXN 123.45. Pague, prometa una fecha o acuerde un plan: https://pay.example/s/A:c0:d0.0:a0 Responda BAJA para no recibir más SMS."
         );
         let en = t.render(&message(Channel::Sms, "en", "USD")).expect("en");
         assert!(en.body.ends_with("Reply STOP to opt out."));
@@ -303,10 +510,7 @@ mod tests {
         let de = t.render(&message(Channel::Sms, "de", "EUR")).expect("de");
         assert!(de.body.starts_with("Your account") && de.body.ends_with("STOP to opt out."));
         let mail = t.render(&message(Channel::Email, "pt", "BRL")).expect("pt");
-        assert_eq!(
-            mail.subject.as_deref(),
-            Some("Seu saldo em atraso de BRL 123.45")
-        );
+        assert_eq!(mail.subject.as_deref(), Some("Sobre sua conta"));
         assert!(mail.body.contains("descadastro"));
         assert!(mail.sms.is_none());
     }

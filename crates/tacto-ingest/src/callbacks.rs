@@ -8,7 +8,8 @@
 //!   own event (`{MessageSid}:{status}`), so a later callback never overwrites an earlier
 //!   terminal error: both stay in the history.
 //! - inbound messages (`Body`, `From`): STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL, BAJA, ALTO
-//!   (any case, surrounding spaces and punctuation ignored) become an SMS opt-out of every
+//!   and the Portuguese SAIR and PARAR (the word Tacto's Portuguese SMS ask for) (any case,
+//!   surrounding spaces and punctuation ignored) become an SMS opt-out of every
 //!   account with that phone number.
 //!
 //! The signature (`X-Twilio-Signature`) is checked over the public URL Twilio called

@@ -106,6 +106,10 @@ pub struct ProviderArgs {
     /// Base URL of the self-service page, linked from every SMS and email.
     #[arg(long, env = "TACTO_SELF_SERVICE_URL")]
     pub self_service_url: Option<String>,
+    /// Your own message templates (`NAME.LANG.j2`, or `CHANNEL/NAME.LANG.j2`), over the built-in
+    /// ones.
+    #[arg(long, env = "TACTO_TEMPLATES")]
+    pub templates: Option<PathBuf>,
 }
 
 impl ProviderArgs {
@@ -121,7 +125,13 @@ impl ProviderArgs {
                 "with a Twilio account, set exactly one of --twilio-from and --twilio-messaging-service-sid"
             ),
         };
-        let templates = Arc::new(Templates::builtin(self.self_service_url.clone()));
+        let mut templates = Templates::builtin(self.self_service_url.clone());
+        if let Some(dir) = &self.templates {
+            templates = templates
+                .with_directory(dir)
+                .with_context(|| format!("cannot load templates from {}", dir.display()))?;
+        }
+        let templates = Arc::new(templates);
         let config = TwilioConfig {
             base_url: self.twilio_base_url.clone(),
             account_sid: sid.clone(),
