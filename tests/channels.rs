@@ -1,0 +1,310 @@
+//! End-to-end tests of the channel adapters and provider callbacks through `tacto run`: SMS
+//! through a local server that enforces the Twilio Messages API contract, Twilio's signed
+//! status callbacks and inbound STOP replies into the API.
+#![allow(missing_docs)]
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tacto_ingest::twilio;
+
+const SID: &str = "AC00000000000000000000000000000001";
+const TOKEN: &str = "twilio-auth-token";
+const PUBLIC: &str = "https://tacto.example";
+
+const POLICY: &str = r#"
+version = "channels-e2e-1"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [
+  { day = 0, channel = "sms", template = "reminder" },
+  { day = 0, channel = "email", template = "reminder" },
+]
+[[pack_overrides]]
+id = "ZZ"
+name = "Test territory without hour restrictions"
+zones = ["UTC"]
+"#;
+
+type Sent = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+/// A Twilio Messages API stand-in (auth and required fields enforced), in its own thread.
+fn twilio_stub() -> (String, Sent) {
+    let sent: Sent = Arc::default();
+    let keep = sent.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            async fn messages(
+                State(sent): State<Sent>,
+                Path(account): Path<String>,
+                headers: axum::http::HeaderMap,
+                Form(form): Form<Vec<(String, String)>>,
+            ) -> (StatusCode, Json<serde_json::Value>) {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let has = |k: &str| form.iter().any(|(n, v)| n == k && !v.is_empty());
+                if account != SID || auth.is_none() {
+                    return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"code": 20003})));
+                }
+                if !has("To") || !has("Body") || !has("From") {
+                    return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"code": 21604})));
+                }
+                let mut s = sent.lock().expect("stub");
+                s.push(form);
+                (
+                    StatusCode::CREATED,
+                    Json(serde_json::json!({"sid": format!("SM{:032}", s.len()), "status": "queued"})),
+                )
+            }
+            let app = Router::new()
+                .route("/2010-04-01/Accounts/{account}/Messages.json", post(messages))
+                .with_state(keep);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (rx.recv().expect("stub url"), sent)
+}
+
+struct Tacto {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl Tacto {
+    fn start(twilio_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .args(["--twilio-account-sid", SID, "--twilio-auth-token", TOKEN])
+            .args([
+                "--twilio-from",
+                "+15005550006",
+                "--twilio-base-url",
+                twilio_url,
+            ])
+            .args(["--public-url", PUBLIC, "--rate-sms", "0.02"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tacto run");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("first line");
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base, dir }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn put_account(&self, id: &str, points: serde_json::Value) {
+        let body = serde_json::json!({
+            "person_id": id, "currency": "USD",
+            "debts": [{"debt_id": "d1", "balance_minor": 50_000, "due_date": "2026-01-01"}],
+            "jurisdiction": {"country": "ZZ"}, "contact_points": points, "language": "en"
+        });
+        let status = Self::agent()
+            .put(format!("{}/v1/accounts/{id}", self.base))
+            .header("Authorization", "Bearer k1")
+            .send(body.to_string())
+            .expect("PUT")
+            .status();
+        assert_eq!(status.as_u16(), 202);
+    }
+
+    /// POSTs a Twilio webhook, signed as Twilio signs it (over the public URL).
+    fn twilio_callback(&self, path_and_query: &str, params: &[(&str, &str)]) -> u16 {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let signature = twilio::signature(TOKEN, &format!("{PUBLIC}{path_and_query}"), &owned);
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        Self::agent()
+            .post(format!("{}{path_and_query}", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Twilio-Signature", signature)
+            .send(body)
+            .expect("callback")
+            .status()
+            .as_u16()
+    }
+
+    fn timeline(&self, account: &str) -> Vec<serde_json::Value> {
+        let mut r = Self::agent()
+            .get(format!("{}/v1/accounts/{account}/timeline", self.base))
+            .header("Authorization", "Bearer k1")
+            .call()
+            .expect("timeline");
+        serde_json::from_str::<serde_json::Value>(
+            &r.body_mut().read_to_string().unwrap_or_default(),
+        )
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    }
+
+    fn outbox(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("data/outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Tacto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn kinds(t: &[serde_json::Value]) -> Vec<String> {
+    t.iter()
+        .filter_map(|i| i["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn sms_go_through_twilio_callbacks_come_back_and_stop_stops_sms_but_not_email() {
+    let (url, sent) = twilio_stub();
+    let t = Tacto::start(&url);
+    // A's SMS goes out through Twilio.
+    t.put_account(
+        "A",
+        serde_json::json!([{"id": "m", "channel": "sms", "address": "+12125550100", "consent": true}]),
+    );
+    eventually("A's SMS reaches Twilio", || {
+        sent.lock().map(|s| s.len()).unwrap_or(0) == 1
+    });
+    let form = sent.lock().expect("sent")[0].clone();
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("To"), "+12125550100");
+    assert!(
+        get("Body").ends_with("Reply STOP to opt out."),
+        "{}",
+        get("Body")
+    );
+    let callback = get("StatusCallback");
+    let path = callback
+        .strip_prefix(PUBLIC)
+        .expect("callback on the public URL");
+    // Twilio reports delivery: a signed callback becomes the job's outcome.
+    let delivered = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+    assert_eq!(t.twilio_callback(path, &delivered), 200);
+    eventually("A's delivery is recorded", || {
+        t.timeline("A").iter().any(|i| {
+            i["kind"] == "contact_outcome"
+                && i["event"]["body"]["contact_outcome"]["status"] == "delivered"
+        })
+    });
+    // B's SMS waits for the sender's rate limit; B replies STOP meanwhile (B knows the sender
+    // from an earlier campaign): the SMS is recalled and never sent, and the next step, an
+    // email, still goes out.
+    t.put_account(
+        "B",
+        serde_json::json!([
+            {"id": "m", "channel": "sms", "address": "+12125550111", "consent": true},
+            {"id": "e", "channel": "email", "address": "b@example.com", "consent": true}
+        ]),
+    );
+    eventually("B's SMS job is queued", || {
+        kinds(&t.timeline("B")).contains(&"contact_scheduled".to_owned())
+    });
+    let stop = [
+        ("MessageSid", "SM9"),
+        ("From", "+12125550111"),
+        ("Body", "STOP"),
+    ];
+    assert_eq!(t.twilio_callback("/v1/callbacks/twilio", &stop), 200);
+    eventually("B's email goes out", || {
+        t.outbox()
+            .iter()
+            .any(|m| m["account_id"] == "B" && m["channel"] == "email")
+    });
+    let k = kinds(&t.timeline("B"));
+    assert!(k.contains(&"opted_out".to_owned()), "{k:?}");
+    assert!(k.contains(&"jobs_recalled".to_owned()), "{k:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let to_b = sent
+        .lock()
+        .map(|s| {
+            s.iter()
+                .filter(|f| f.iter().any(|(n, v)| n == "To" && v == "+12125550111"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(to_b, 0, "no SMS to B after STOP");
+    // A forged callback changes nothing.
+    let forged = [
+        ("MessageSid", "SM9"),
+        ("From", "+12125550100"),
+        ("Body", "STOP"),
+    ];
+    let owned: Vec<(String, String)> = forged
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let status = Tacto::agent()
+        .post(format!("{}/v1/callbacks/twilio", t.base))
+        .header(
+            "X-Twilio-Signature",
+            twilio::signature("wrong", PUBLIC, &owned),
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("MessageSid=SM9&From=%2B12125550100&Body=STOP")
+        .expect("forged")
+        .status()
+        .as_u16();
+    assert_eq!(status, 401);
+    assert!(!kinds(&t.timeline("A")).contains(&"opted_out".to_owned()));
+}
