@@ -33,11 +33,12 @@ test-broker:
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
 ## Python's fastavro (an independent Avro reader for the wire-contract tests), and PyYAML with
-## kubernetes-validate for the deploy/ lint, and the npm references above (in tools/node).
+## kubernetes-validate for the deploy/ lint, aiosmtpd (a real SMTP server for the email tests),
+## and the npm references above (in tools/node).
 deps: system-deps
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
-	@python3 -c 'import fastavro, yaml, kubernetes_validate' 2>/dev/null || \
-	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate
+	@python3 -c 'import fastavro, yaml, kubernetes_validate, aiosmtpd' 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate aiosmtpd
 	@[ -d tools/node/node_modules/twilio ] && [ -d tools/node/node_modules/sms-segments-calculator ] || \
 	  npm install --prefix tools/node --no-audit --no-fund --silent \
 	    twilio@$(TWILIO_NPM_VERSION) sms-segments-calculator@$(SEGMENTS_NPM_VERSION)

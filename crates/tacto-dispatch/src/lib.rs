@@ -8,6 +8,7 @@
 //! report the outcome as an event. A recall cancels a job not yet attempted and confirms it
 //! (`not_sent`); a job already attempted cannot be recalled and is reported so.
 
+pub mod email;
 pub mod kafka;
 pub mod sink;
 pub mod templates;

@@ -163,6 +163,8 @@ pub enum Adapter {
     Webhook(WebhookSink),
     /// SMS through the Twilio Messages API (or a compatible provider).
     Twilio(crate::twilio::TwilioSms),
+    /// Email over SMTP.
+    Smtp(Box<crate::email::SmtpEmail>),
 }
 
 impl Adapter {
@@ -172,6 +174,7 @@ impl Adapter {
             Adapter::File(f) => tokio::task::block_in_place(|| f.write(m)),
             Adapter::Webhook(w) => w.post(m).await,
             Adapter::Twilio(t) => t.send(m).await.map(|_| ()),
+            Adapter::Smtp(e) => e.send(m).await,
         }
     }
 }

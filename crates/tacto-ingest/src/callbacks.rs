@@ -185,3 +185,72 @@ mod tests {
         assert_eq!(twilio_status("queued"), None);
     }
 }
+
+/// The query of an unsubscribe link.
+#[derive(serde::Deserialize)]
+pub(crate) struct UnsubscribeQuery {
+    account: String,
+    channel: String,
+    sig: String,
+}
+
+fn unsubscribe_target(s: &Shared, q: &UnsubscribeQuery) -> Result<Channel, Problem> {
+    let Some(secret) = s.config.link_secret.as_deref() else {
+        return Err(Problem::not_found("unsubscribe links are not configured"));
+    };
+    let channel = Channel::ALL
+        .into_iter()
+        .find(|c| c.as_str() == q.channel)
+        .ok_or_else(|| Problem::invalid("channel", "sms, email or voice"))?;
+    if !crate::links::verify_unsubscribe(secret.as_bytes(), &q.account, channel, &q.sig) {
+        return Err(Problem::unauthorized("the link's signature does not match"));
+    }
+    Ok(channel)
+}
+
+/// `GET /v1/unsubscribe`: a confirmation page (a GET never unsubscribes: mail scanners follow
+/// links), whose button makes the one-click POST.
+pub(crate) async fn get_unsubscribe(
+    State(s): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<UnsubscribeQuery>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    unsubscribe_target(&s, &q)?;
+    let action = uri
+        .path_and_query()
+        .map_or("", |p| p.as_str())
+        .replace('"', "&quot;");
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>Unsubscribe</title><main><h1>Stop these messages?</h1>\
+         <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+         <button type=\"submit\">Unsubscribe</button></form></main></html>"
+    );
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
+}
+
+/// `POST /v1/unsubscribe` (RFC 8058 one-click, from the mail client or the page): an opt-out
+/// of that channel, once.
+pub(crate) async fn post_unsubscribe(
+    State(s): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<UnsubscribeQuery>,
+) -> Result<Response, Problem> {
+    let channel = unsubscribe_target(&s, &q)?;
+    let e = Event {
+        id: EventId(format!("unsubscribe:{}:{}", q.account, channel.as_str())),
+        occurred_at: (s.now)(),
+        account_id: AccountId(q.account.clone()),
+        source: "link:unsubscribe".into(),
+        body: EventBody::OptedOut {
+            channel: Some(channel),
+            via: format!("{}_unsubscribe", channel.as_str()),
+        },
+    };
+    let unique = format!("event:{}", e.id);
+    submit(&s, e, unique).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribed</title><main><h1>You are unsubscribed.</h1></main></html>",
+    )
+        .into_response())
+}

@@ -6,6 +6,7 @@
 pub mod callbacks;
 pub mod commit;
 pub mod import;
+pub mod links;
 pub mod problem;
 pub mod twilio;
 pub mod webhook;
@@ -59,6 +60,8 @@ pub struct IngestConfig {
     pub twilio_auth_token: Option<String>,
     /// The public base URL providers call (signatures cover the full URL they called).
     pub public_url: Option<String>,
+    /// Secret of the signed links in messages (unsubscribe); links are refused without.
+    pub link_secret: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -70,6 +73,7 @@ impl Default for IngestConfig {
             max_body_bytes: 1 << 20,
             twilio_auth_token: None,
             public_url: None,
+            link_secret: None,
         }
     }
 }
@@ -137,6 +141,10 @@ pub fn router(ingest: Shared) -> Router {
         .merge(authed)
         .route("/v1/webhooks/payments", post(post_payment_webhook))
         .route("/v1/callbacks/twilio", post(callbacks::post_twilio))
+        .route(
+            "/v1/unsubscribe",
+            get(callbacks::get_unsubscribe).post(callbacks::post_unsubscribe),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -53,6 +53,7 @@ fn api() -> Api {
             max_body_bytes: 4096,
             twilio_auth_token: Some(TWILIO_TOKEN.into()),
             public_url: Some("https://tacto.example".into()),
+            link_secret: Some("links".into()),
         },
         Arc::new(NoView),
         fixed_now,
@@ -324,4 +325,33 @@ async fn twilio_callbacks_are_verified_and_become_events() {
     )
     .await;
     assert_eq!(kinds_written(&a.log).len(), 3);
+}
+
+#[tokio::test]
+async fn one_click_unsubscribe_needs_a_signed_link_and_opts_out_once() {
+    let a = api();
+    let url = tacto_ingest::links::unsubscribe_url("", b"links", "A", Channel::Email);
+    // A GET shows the page and changes nothing (mail scanners follow links).
+    let (status, ctype, _) =
+        call(&a.app, Request::get(&url).body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/html"));
+    assert_eq!(events_written(&a.log), 0);
+    let one_click = |u: &str| {
+        Request::post(u)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("List-Unsubscribe=One-Click"))
+            .expect("req")
+    };
+    for _ in 0..2 {
+        assert_eq!(call(&a.app, one_click(&url)).await.0, StatusCode::OK);
+    }
+    assert_eq!(kinds_written(&a.log), vec!["dev.tacto.opted_out"]);
+    // Moved to another account, or forged: refused.
+    let moved = url.replace("account=A", "account=B");
+    assert_eq!(
+        call(&a.app, one_click(&moved)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(events_written(&a.log), 1);
 }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
+use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
 use tacto_dispatch::templates::Templates;
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_dispatch::{Adapter, Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
@@ -72,6 +73,7 @@ impl ApiArgs {
             webhook_secret: self.webhook_secret.clone(),
             twilio_auth_token: providers.twilio_auth_token.clone(),
             public_url: providers.public_url.clone(),
+            link_secret: providers.link_secret.clone(),
             ..IngestConfig::default()
         }
     }
@@ -106,6 +108,30 @@ pub struct ProviderArgs {
     /// Base URL of the self-service page, linked from every SMS and email.
     #[arg(long, env = "TACTO_SELF_SERVICE_URL")]
     pub self_service_url: Option<String>,
+    /// SMTP server: email goes out over SMTP.
+    #[arg(long, env = "TACTO_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port.
+    #[arg(long, env = "TACTO_SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    /// SMTP connection security: `starttls`, `tls` (implicit, port 465) or `none` (a local relay).
+    #[arg(long, env = "TACTO_SMTP_SECURITY", default_value = "starttls")]
+    pub smtp_security: String,
+    /// SMTP login.
+    #[arg(long, env = "TACTO_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password.
+    #[arg(long, env = "TACTO_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    /// Sender of emails, e.g. `Collections <collections@example.com>`.
+    #[arg(long, env = "TACTO_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Address for `mailto:` unsubscribe requests (in `List-Unsubscribe`).
+    #[arg(long, env = "TACTO_UNSUBSCRIBE_MAILTO")]
+    pub unsubscribe_mailto: Option<String>,
+    /// Secret that signs the links in messages (one-click unsubscribe).
+    #[arg(long, env = "TACTO_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
     /// Your own message templates (`NAME.LANG.j2`, or `CHANNEL/NAME.LANG.j2`), over the built-in
     /// ones.
     #[arg(long, env = "TACTO_TEMPLATES")]
@@ -113,6 +139,43 @@ pub struct ProviderArgs {
 }
 
 impl ProviderArgs {
+    fn templates(&self) -> anyhow::Result<Arc<Templates>> {
+        let mut templates = Templates::builtin(self.self_service_url.clone());
+        if let Some(dir) = &self.templates {
+            templates = templates
+                .with_directory(dir)
+                .with_context(|| format!("cannot load templates from {}", dir.display()))?;
+        }
+        Ok(Arc::new(templates))
+    }
+
+    /// The SMTP adapter, when a server and a sender are configured.
+    fn smtp(&self) -> anyhow::Result<Option<SmtpEmail>> {
+        let (Some(host), Some(from)) = (&self.smtp_host, &self.smtp_from) else {
+            return Ok(None);
+        };
+        let security = match self.smtp_security.as_str() {
+            "starttls" => SmtpSecurity::StartTls,
+            "tls" => SmtpSecurity::Tls,
+            "none" => SmtpSecurity::None,
+            other => anyhow::bail!("--smtp-security: starttls, tls or none, not {other:?}"),
+        };
+        let config = SmtpConfig {
+            host: host.clone(),
+            port: self.smtp_port,
+            security,
+            credentials: self.smtp_username.clone().zip(self.smtp_password.clone()),
+            from: from.clone(),
+            public_url: self.public_url.clone(),
+            link_secret: self.link_secret.clone(),
+            unsubscribe_mailto: self.unsubscribe_mailto.clone(),
+            timeout: std::time::Duration::from_secs(30),
+        };
+        Ok(Some(
+            SmtpEmail::new(config, self.templates()?).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+    }
+
     /// The Twilio adapter, when an account and a sender are configured.
     fn twilio(&self) -> anyhow::Result<Option<TwilioSms>> {
         let (Some(sid), Some(token)) = (&self.twilio_account_sid, &self.twilio_auth_token) else {
@@ -125,13 +188,7 @@ impl ProviderArgs {
                 "with a Twilio account, set exactly one of --twilio-from and --twilio-messaging-service-sid"
             ),
         };
-        let mut templates = Templates::builtin(self.self_service_url.clone());
-        if let Some(dir) = &self.templates {
-            templates = templates
-                .with_directory(dir)
-                .with_context(|| format!("cannot load templates from {}", dir.display()))?;
-        }
-        let templates = Arc::new(templates);
+        let templates = self.templates()?;
         let config = TwilioConfig {
             base_url: self.twilio_base_url.clone(),
             account_sid: sid.clone(),
@@ -181,6 +238,9 @@ pub fn adapters(
     let mut a = Adapters::new(Adapter::File(sink));
     if let Some(t) = providers.twilio()? {
         a = a.with(Channel::Sms, Adapter::Twilio(t));
+    }
+    if let Some(e) = providers.smtp()? {
+        a = a.with(Channel::Email, Adapter::Smtp(Box::new(e)));
     }
     for (channel, url) in [
         (Channel::Sms, &args.sms_webhook),

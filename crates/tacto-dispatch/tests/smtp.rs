@@ -1,0 +1,163 @@
+//! Email through a real SMTP server on loopback (Python's `aiosmtpd`, installed by
+//! `make test`), read back from its Maildir by Python's own email parser.
+#![allow(missing_docs)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
+use tacto_dispatch::sink::{Message, SendError};
+use tacto_dispatch::templates::Templates;
+use tacto_model::{Channel, Timestamp};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn smtp_server(maildir: &std::path::Path) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m aiosmtpd (installed by `make test`)");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "aiosmtpd did not start (is it installed?)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Server(child), port)
+}
+
+fn adapter(port: u16) -> SmtpEmail {
+    SmtpEmail::new(
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            security: SmtpSecurity::None,
+            credentials: None,
+            from: "Cobranzas <cobranzas@lender.example>".into(),
+            public_url: Some("https://tacto.example".into()),
+            link_secret: Some("links".into()),
+            unsubscribe_mailto: Some("unsubscribe@lender.example".into()),
+            timeout: Duration::from_secs(5),
+        },
+        Arc::new(Templates::builtin(Some("https://pay.example".into()))),
+    )
+    .expect("adapter")
+}
+
+fn message(to: &str) -> Message {
+    Message {
+        job_id: "A-1:c0:d3.0:a0".into(),
+        account_id: "A-1".into(),
+        channel: Channel::Email,
+        address: to.into(),
+        template: "reminder_email".into(),
+        language: "es".into(),
+        balance_minor: 150_000,
+        currency: "MXN".into(),
+        sent_at: Timestamp::from_micros(0),
+        not_after: Timestamp::from_micros(3_600_000_000),
+    }
+}
+
+const READ: &str = r#"
+import json, mailbox, sys
+box = mailbox.Maildir(sys.argv[1], create=False)
+out = []
+for key in box.keys():
+    m = box.get_message(key)
+    body = m.get_payload(decode=True).decode(m.get_content_charset() or 'utf-8')
+    out.append({'from': m['From'], 'to': m['To'], 'subject': str(m['Subject']), 'message_id': m['Message-ID'],
+                'list_unsubscribe': m['List-Unsubscribe'], 'list_unsubscribe_post': m['List-Unsubscribe-Post'],
+                'body': body})
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_email_arrives_with_its_unsubscribe_headers_and_opt_out_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("maildir");
+    let (_server, port) = smtp_server(&maildir);
+    adapter(port)
+        .send(&message("deudor@example.com"))
+        .await
+        .expect("sent");
+    let out = Command::new("python3")
+        .args(["-c", READ])
+        .arg(&maildir)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mails: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert_eq!(m["to"], "deudor@example.com");
+    assert_eq!(m["from"], "Cobranzas <cobranzas@lender.example>");
+    assert_eq!(m["subject"], "Sobre su cuenta");
+    assert_eq!(m["message_id"], "<A-1.c0.d3.0.a0@lender.example>");
+    let body = m["body"].as_str().unwrap_or_default();
+    assert!(body.contains("MXN 1500.00"), "{body}");
+    assert!(
+        body.contains("https://pay.example/s/A-1:c0:d3.0:a0"),
+        "{body}"
+    );
+    assert!(body.contains("Para no recibir más correos"), "{body}");
+    assert_eq!(m["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+    let list = m["list_unsubscribe"].as_str().unwrap_or_default();
+    assert!(
+        list.contains("<mailto:unsubscribe@lender.example?subject=unsubscribe>"),
+        "{list}"
+    );
+    // The one-click link is signed for this account's email channel.
+    let url = list
+        .split(['<', '>'])
+        .find(|p| p.starts_with("https://"))
+        .expect("one-click URL");
+    let sig = url.rsplit("sig=").next().unwrap_or_default();
+    assert!(url.starts_with("https://tacto.example/v1/unsubscribe?account=A-1&channel=email&sig="));
+    assert!(tacto_ingest::links::verify_unsubscribe(
+        b"links",
+        "A-1",
+        Channel::Email,
+        sig
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_failures_are_retried_or_refused() {
+    // Nobody listening: worth retrying.
+    let port = free_port();
+    assert!(matches!(
+        adapter(port).send(&message("deudor@example.com")).await,
+        Err(SendError::Retryable(_))
+    ));
+    // Not an address: refused without a connection.
+    assert!(matches!(
+        adapter(port).send(&message("not an address")).await,
+        Err(SendError::Permanent(_))
+    ));
+}
