@@ -34,7 +34,7 @@ name = "Test territory without hour restrictions"
 zones = ["UTC"]
 "#;
 
-type Sent = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+type Sent = Arc<Mutex<Vec<(Instant, Vec<(String, String)>)>>>;
 
 /// A Twilio Messages API stand-in (auth and required fields enforced), in its own thread.
 fn twilio_stub() -> (String, Sent) {
@@ -62,7 +62,7 @@ fn twilio_stub() -> (String, Sent) {
                     return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"code": 21604})));
                 }
                 let mut s = sent.lock().expect("stub");
-                s.push(form);
+                s.push((Instant::now(), form));
                 (
                     StatusCode::CREATED,
                     Json(serde_json::json!({"sid": format!("SM{:032}", s.len()), "status": "queued"})),
@@ -87,6 +87,10 @@ struct Tacto {
 
 impl Tacto {
     fn start(twilio_url: &str) -> Self {
+        Self::start_with_rate(twilio_url, "0.02")
+    }
+
+    fn start_with_rate(twilio_url: &str, rate_sms: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
@@ -102,7 +106,7 @@ impl Tacto {
                 "--twilio-base-url",
                 twilio_url,
             ])
-            .args(["--public-url", PUBLIC, "--rate-sms", "0.02"])
+            .args(["--public-url", PUBLIC, "--rate-sms", rate_sms])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -221,7 +225,7 @@ fn sms_go_through_twilio_callbacks_come_back_and_stop_stops_sms_but_not_email() 
     eventually("A's SMS reaches Twilio", || {
         sent.lock().map(|s| s.len()).unwrap_or(0) == 1
     });
-    let form = sent.lock().expect("sent")[0].clone();
+    let form = sent.lock().expect("sent")[0].1.clone();
     let get = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)
@@ -279,7 +283,7 @@ fn sms_go_through_twilio_callbacks_come_back_and_stop_stops_sms_but_not_email() 
         .lock()
         .map(|s| {
             s.iter()
-                .filter(|f| f.iter().any(|(n, v)| n == "To" && v == "+12125550111"))
+                .filter(|(_, f)| f.iter().any(|(n, v)| n == "To" && v == "+12125550111"))
                 .count()
         })
         .unwrap_or(0);
@@ -307,4 +311,40 @@ fn sms_go_through_twilio_callbacks_come_back_and_stop_stops_sms_but_not_email() 
         .as_u16();
     assert_eq!(status, 401);
     assert!(!kinds(&t.timeline("A")).contains(&"opted_out".to_owned()));
+}
+
+#[test]
+fn a_burst_of_jobs_never_exceeds_the_sender_rate() {
+    let (url, sent) = twilio_stub();
+    let t = Tacto::start_with_rate(&url, "5");
+    let n = 15;
+    for i in 0..n {
+        t.put_account(
+            &format!("R{i}"),
+            serde_json::json!([{"id": "m", "channel": "sms", "address": format!("+1212555{i:04}"), "consent": true}]),
+        );
+    }
+    eventually("every SMS reaches Twilio", || {
+        sent.lock().map(|s| s.len()).unwrap_or(0) == n
+    });
+    let times: Vec<Instant> = sent.lock().expect("sent").iter().map(|(t, _)| *t).collect();
+    // In any one-second window, at most 5 requests (+1 for network jitter at the window edge).
+    let most = times
+        .iter()
+        .map(|a| {
+            times
+                .iter()
+                .filter(|b| **b >= *a && b.duration_since(*a) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 6, "{most} requests within one second at 5/s");
+    let span = times
+        .iter()
+        .max()
+        .expect("last")
+        .duration_since(*times.iter().min().expect("first"));
+    // 15 sends at 5/s take at least 14 intervals of 200 ms.
+    assert!(span >= Duration::from_millis(2_600), "{span:?}");
 }
