@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod sink;
 pub mod templates;
 pub mod twilio;
+pub mod vicidial;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use sink::{Adapter, Adapters, FileSink, Message, SendError, WebhookSink};
 use tacto_telemetry::metrics::{self, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
 use tracing::Instrument;
+use vicidial::RecallResult;
 
 tokio::task_local! {
     /// The `traceparent` of the contacts record being handled.
@@ -508,7 +510,40 @@ impl Inner {
                 Some(JobState::NotSent) => {
                     self.report(account, job, channel, OutcomeStatus::NotSent, now)?
                 }
-                Some(s) => tracing::info!(%job, state = ?s, "recall failed: already attempted"),
+                // Handed to the provider (or maybe: ambiguous): cancel what it still holds.
+                Some(JobState::Sent | JobState::Ambiguous) => {
+                    match self
+                        .adapters
+                        .for_channel(channel)
+                        .recall(account.as_str())
+                        .await
+                    {
+                        Some(RecallResult::Cancelled) => {
+                            self.jobs.set_state(account, job, JobState::NotSent)?;
+                            metrics::metrics()
+                                .jobs
+                                .get_or_create(&labels([
+                                    ("channel", channel.as_str()),
+                                    ("status", "recalled"),
+                                ]))
+                                .inc();
+                            tracing::info!(%job, "recall confirmed by the provider");
+                            self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
+                        }
+                        Some(RecallResult::Failed(why)) => {
+                            metrics::metrics()
+                                .jobs
+                                .get_or_create(&labels([
+                                    ("channel", channel.as_str()),
+                                    ("status", "recall_failed"),
+                                ]))
+                                .inc();
+                            tracing::warn!(%job, reason = %why, "recall failed at the provider");
+                        }
+                        None => tracing::info!(%job, "recall failed: already with the provider"),
+                    }
+                }
+                Some(s) => tracing::info!(%job, state = ?s, "recall failed: already finished"),
             }
         }
         Ok(())

@@ -165,6 +165,8 @@ pub enum Adapter {
     Twilio(crate::twilio::TwilioSms),
     /// Email over SMTP.
     Smtp(Box<crate::email::SmtpEmail>),
+    /// The Vicidial dialer (non-agent API).
+    Vicidial(crate::vicidial::Vicidial),
 }
 
 impl Adapter {
@@ -175,6 +177,18 @@ impl Adapter {
             Adapter::Webhook(w) => w.post(m).await,
             Adapter::Twilio(t) => t.send(m).await.map(|_| ()),
             Adapter::Smtp(e) => e.send(m).await,
+            Adapter::Vicidial(v) => v.send(m).await,
+        }
+    }
+}
+
+impl Adapter {
+    /// Cancels what the provider still holds of a job it accepted: `None` when this adapter
+    /// holds nothing back (a file line, a webhook call and an SMS are gone once accepted).
+    pub async fn recall(&self, account: &str) -> Option<crate::vicidial::RecallResult> {
+        match self {
+            Adapter::Vicidial(v) => Some(v.recall(account).await),
+            _ => None,
         }
     }
 }
