@@ -87,12 +87,16 @@ struct Tacto {
 
 impl Tacto {
     fn start(twilio_url: &str) -> Self {
-        Self::start_with_rate(twilio_url, "0.02")
+        Self::start_with(twilio_url, "0.02", POLICY, &[])
     }
 
     fn start_with_rate(twilio_url: &str, rate_sms: &str) -> Self {
+        Self::start_with(twilio_url, rate_sms, POLICY, &[])
+    }
+
+    fn start_with(twilio_url: &str, rate_sms: &str, policy: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+        std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
             .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
             .arg("--data-dir")
@@ -107,6 +111,7 @@ impl Tacto {
                 twilio_url,
             ])
             .args(["--public-url", PUBLIC, "--rate-sms", rate_sms])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -347,4 +352,164 @@ fn a_burst_of_jobs_never_exceeds_the_sender_rate() {
         .duration_since(*times.iter().min().expect("first"));
     // 15 sends at 5/s take at least 14 intervals of 200 ms.
     assert!(span >= Duration::from_millis(2_600), "{span:?}");
+}
+
+/// Leads at a stand-in Vicidial: (vendor lead code, status, in hopper).
+type Leads = Arc<Mutex<Vec<(String, String, bool)>>>;
+
+/// A Vicidial non-agent API stand-in (add_lead, update_lead by vendor lead code).
+fn vicidial_stub() -> (String, Leads) {
+    let leads: Leads = Arc::default();
+    let keep = leads.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            async fn api(
+                State(leads): State<Leads>,
+                Form(form): Form<Vec<(String, String)>>,
+            ) -> String {
+                let get = |k: &str| {
+                    form.iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                if get("user") != "api" || get("pass") != "secret" {
+                    return "ERROR: Invalid Username/Password".into();
+                }
+                let mut l = leads.lock().expect("leads");
+                match get("function").as_str() {
+                    "add_lead" => {
+                        l.push((
+                            get("vendor_lead_code"),
+                            "NEW".into(),
+                            get("add_to_hopper") == "Y",
+                        ));
+                        "SUCCESS: add_lead LEAD HAS BEEN ADDED".into()
+                    }
+                    "update_lead" => {
+                        let code = get("vendor_lead_code");
+                        match l.iter_mut().find(|x| x.0 == code) {
+                            Some(lead) => {
+                                lead.1 = get("status");
+                                lead.2 = get("remove_from_hopper") != "Y";
+                                "SUCCESS: update_lead LEAD HAS BEEN UPDATED".into()
+                            }
+                            None => "NOTICE: update_lead NO MATCHES FOUND IN THE SYSTEM".into(),
+                        }
+                    }
+                    _ => "ERROR: INVALID FUNCTION".into(),
+                }
+            }
+            let app = Router::new()
+                .route("/vicidial/non_agent_api.php", post(api))
+                .with_state(keep);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(format!(
+                "http://{}/vicidial/non_agent_api.php",
+                listener.local_addr().expect("addr")
+            ));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (rx.recv().expect("stub url"), leads)
+}
+
+const VOICE_POLICY: &str = r#"
+version = "channels-e2e-voice"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [{ day = 0, channel = "voice", template = "agent_call", fallback = ["sms"] }]
+[[pack_overrides]]
+id = "ZZ"
+name = "Test territory without hour restrictions"
+zones = ["UTC"]
+"#;
+
+#[test]
+fn a_payment_recalls_work_at_both_the_dialer_and_the_sms_provider() {
+    let (twilio_url, sent) = twilio_stub();
+    let (vicidial_url, leads) = vicidial_stub();
+    let t = Tacto::start_with(
+        &twilio_url,
+        "0.02",
+        VOICE_POLICY,
+        &[
+            "--vicidial-url",
+            &vicidial_url,
+            "--vicidial-user",
+            "api",
+            "--vicidial-pass",
+            "secret",
+            "--vicidial-list-id",
+            "101",
+        ],
+    );
+    // V has a phone for calls: a lead at the dialer. S1 and S2 only take SMS (the step's
+    // fallback): S1's goes out, S2's waits for the sender's rate limit.
+    t.put_account(
+        "V",
+        serde_json::json!([{"id": "p", "channel": "voice", "address": "+12125550150", "consent": true}]),
+    );
+    eventually("V's lead is at the dialer", || {
+        leads
+            .lock()
+            .is_ok_and(|l| l.iter().any(|x| x.0 == "V" && x.2))
+    });
+    for id in ["S1", "S2"] {
+        t.put_account(
+            id,
+            serde_json::json!([{"id": "m", "channel": "sms", "address": format!("+1212555{}", if id == "S1" { "0161" } else { "0162" }), "consent": true}]),
+        );
+    }
+    eventually("S1's SMS is sent", || {
+        sent.lock().is_ok_and(|s| s.len() == 1)
+    });
+    eventually("S2's SMS is queued", || {
+        kinds(&t.timeline("S2")).contains(&"contact_scheduled".to_owned())
+    });
+    // Both pay.
+    for id in ["V", "S2"] {
+        let pay = serde_json::json!({"account_id": id, "payment_id": format!("pay-{id}"), "amount_minor": 50_000, "currency": "USD"});
+        let status = Tacto::agent()
+            .post(format!("{}/v1/payments", t.base))
+            .header("Authorization", "Bearer k1")
+            .send(pay.to_string())
+            .expect("payment")
+            .status();
+        assert_eq!(status.as_u16(), 202);
+    }
+    let recalled = |id: &str| {
+        t.timeline(id).iter().any(|i| {
+            i["kind"] == "contact_outcome"
+                && i["event"]["body"]["contact_outcome"]["status"] == "not_sent"
+        })
+    };
+    eventually("both recalls are confirmed", || {
+        recalled("V") && recalled("S2")
+    });
+    // The dialer took V's lead out of the hopper with the recall status.
+    let v = leads
+        .lock()
+        .expect("leads")
+        .iter()
+        .find(|x| x.0 == "V")
+        .cloned()
+        .expect("lead");
+    assert_eq!((v.1.as_str(), v.2), ("TACREC", false), "{v:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        sent.lock().map(|s| s.len()).unwrap_or(0),
+        1,
+        "S2's SMS never went out"
+    );
 }

@@ -7,6 +7,7 @@ use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
 use tacto_dispatch::templates::Templates;
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
+use tacto_dispatch::vicidial::{Vicidial, VicidialConfig};
 use tacto_dispatch::{Adapter, Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
 use tacto_ingest::{Ingest, IngestConfig, router, system_now};
 use tacto_log::EventLog;
@@ -132,6 +133,21 @@ pub struct ProviderArgs {
     /// Secret that signs the links in messages (one-click unsubscribe).
     #[arg(long, env = "TACTO_LINK_SECRET", hide_env_values = true)]
     pub link_secret: Option<String>,
+    /// Vicidial non-agent API URL (`…/vicidial/non_agent_api.php`): voice jobs become leads.
+    #[arg(long, env = "TACTO_VICIDIAL_URL")]
+    pub vicidial_url: Option<String>,
+    /// Vicidial API user.
+    #[arg(long, env = "TACTO_VICIDIAL_USER")]
+    pub vicidial_user: Option<String>,
+    /// Vicidial API password.
+    #[arg(long, env = "TACTO_VICIDIAL_PASS", hide_env_values = true)]
+    pub vicidial_pass: Option<String>,
+    /// The Vicidial list new leads go to.
+    #[arg(long, env = "TACTO_VICIDIAL_LIST_ID")]
+    pub vicidial_list_id: Option<String>,
+    /// Status given to recalled leads: create it in Vicidial as a non-dialable status.
+    #[arg(long, env = "TACTO_VICIDIAL_RECALL_STATUS", default_value = "TACREC")]
+    pub vicidial_recall_status: String,
     /// Your own message templates (`NAME.LANG.j2`, or `CHANNEL/NAME.LANG.j2`), over the built-in
     /// ones.
     #[arg(long, env = "TACTO_TEMPLATES")]
@@ -173,6 +189,33 @@ impl ProviderArgs {
         };
         Ok(Some(
             SmtpEmail::new(config, self.templates()?).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+    }
+
+    /// The Vicidial adapter, when its URL, user, password and list are configured.
+    fn vicidial(&self) -> anyhow::Result<Option<Vicidial>> {
+        let Some(url) = &self.vicidial_url else {
+            return Ok(None);
+        };
+        let (Some(user), Some(pass), Some(list)) = (
+            &self.vicidial_user,
+            &self.vicidial_pass,
+            &self.vicidial_list_id,
+        ) else {
+            anyhow::bail!(
+                "with --vicidial-url, set --vicidial-user, --vicidial-pass and --vicidial-list-id"
+            );
+        };
+        let config = VicidialConfig {
+            url: url.clone(),
+            user: user.clone(),
+            pass: pass.clone(),
+            list_id: list.clone(),
+            recall_status: self.vicidial_recall_status.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        Ok(Some(
+            Vicidial::new(config).map_err(|e| anyhow::anyhow!("{e}"))?,
         ))
     }
 
@@ -241,6 +284,9 @@ pub fn adapters(
     }
     if let Some(e) = providers.smtp()? {
         a = a.with(Channel::Email, Adapter::Smtp(Box::new(e)));
+    }
+    if let Some(v) = providers.vicidial()? {
+        a = a.with(Channel::Voice, Adapter::Vicidial(v));
     }
     for (channel, url) in [
         (Channel::Sms, &args.sms_webhook),
