@@ -5,6 +5,7 @@
 
 pub mod callbacks;
 pub mod commit;
+pub mod dispositions;
 pub mod import;
 pub mod links;
 pub mod problem;
@@ -62,6 +63,8 @@ pub struct IngestConfig {
     pub public_url: Option<String>,
     /// Secret of the signed links in messages (unsubscribe); links are refused without.
     pub link_secret: Option<String>,
+    /// Shared token of the dialer's disposition URL (Vicidial); refused without.
+    pub dialer_token: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -74,6 +77,7 @@ impl Default for IngestConfig {
             twilio_auth_token: None,
             public_url: None,
             link_secret: None,
+            dialer_token: None,
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn router(ingest: Shared) -> Router {
         .route("/v1/opt-outs", post(post_opt_out))
         .route("/v1/outcomes", post(post_outcome))
         .route("/v1/events", post(post_event))
+        .route("/v1/callbacks/dialer", post(dispositions::post_dialer))
         .route(
             "/v1/imports",
             post(post_import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
@@ -141,6 +146,10 @@ pub fn router(ingest: Shared) -> Router {
         .merge(authed)
         .route("/v1/webhooks/payments", post(post_payment_webhook))
         .route("/v1/callbacks/twilio", post(callbacks::post_twilio))
+        .route(
+            "/v1/callbacks/vicidial",
+            get(dispositions::vicidial_dispo).post(dispositions::vicidial_dispo),
+        )
         .route(
             "/v1/unsubscribe",
             get(callbacks::get_unsubscribe).post(callbacks::post_unsubscribe),

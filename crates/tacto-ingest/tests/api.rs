@@ -54,6 +54,7 @@ fn api() -> Api {
             twilio_auth_token: Some(TWILIO_TOKEN.into()),
             public_url: Some("https://tacto.example".into()),
             link_secret: Some("links".into()),
+            dialer_token: Some("dial-token".into()),
         },
         Arc::new(NoView),
         fixed_now,
@@ -354,4 +355,51 @@ async fn one_click_unsubscribe_needs_a_signed_link_and_opts_out_once() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(events_written(&a.log), 1);
+}
+
+#[tokio::test]
+async fn dialer_dispositions_become_outcomes_promises_and_opt_outs() {
+    let a = api();
+    let promise = r#"{"account_id": "A", "job_id": "A:c0:d5.0:a0", "call_id": "c-1",
+        "disposition": "promise_taken",
+        "promise": {"promise_id": "p-1", "amount_minor": 20000, "due_date": "2026-11-30"}}"#;
+    for _ in 0..2 {
+        let (status, _, _) = call(&a.app, post("/v1/callbacks/dialer", promise)).await;
+        assert!(status.is_success(), "{status}");
+    }
+    assert_eq!(
+        kinds_written(&a.log),
+        vec!["dev.tacto.contact_outcome", "dev.tacto.promise_made"],
+        "once, however often the dialer reports the call"
+    );
+    // A promise without its terms is refused and writes nothing.
+    let bad = r#"{"account_id": "A", "call_id": "c-2", "disposition": "promise_taken"}"#;
+    let (status, _, p) = call(&a.app, post("/v1/callbacks/dialer", bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["field"], "promise");
+    assert_eq!(events_written(&a.log), 2);
+    // Vicidial's dispo URL: DNC opts the account out of calls.
+    let dispo = |token: &str, status: &str| {
+        Request::get(format!(
+            "/v1/callbacks/vicidial?token={token}&account=A&job=&call=v-9&status={status}"
+        ))
+        .body(Body::empty())
+        .expect("req")
+    };
+    assert_eq!(
+        call(&a.app, dispo("wrong", "DNC")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&a.app, dispo("dial-token", "ZZZ")).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (status, _, p) = call(&a.app, dispo("dial-token", "DNC")).await;
+    assert!(status.is_success(), "{status} {p}");
+    let kinds = kinds_written(&a.log);
+    assert!(
+        kinds.contains(&"dev.tacto.opted_out".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.len(), 3);
 }

@@ -75,6 +75,7 @@ impl ApiArgs {
             twilio_auth_token: providers.twilio_auth_token.clone(),
             public_url: providers.public_url.clone(),
             link_secret: providers.link_secret.clone(),
+            dialer_token: providers.dialer_token.clone(),
             ..IngestConfig::default()
         }
     }
@@ -133,6 +134,9 @@ pub struct ProviderArgs {
     /// Secret that signs the links in messages (one-click unsubscribe).
     #[arg(long, env = "TACTO_LINK_SECRET", hide_env_values = true)]
     pub link_secret: Option<String>,
+    /// Token the dialer's disposition URL must carry (`/v1/callbacks/vicidial?token=…`).
+    #[arg(long, env = "TACTO_DIALER_TOKEN", hide_env_values = true)]
+    pub dialer_token: Option<String>,
     /// Vicidial non-agent API URL (`…/vicidial/non_agent_api.php`): voice jobs become leads.
     #[arg(long, env = "TACTO_VICIDIAL_URL")]
     pub vicidial_url: Option<String>,
