@@ -15,6 +15,8 @@ SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zli
 TWILIO_NPM_VERSION := 5.13.1
 ## The reference SMS segment calculator the segment test checks against.
 SEGMENTS_NPM_VERSION := 1.3.0
+## SendGrid's event webhook library: the reference the webhook signature test checks against.
+SENDGRID_NPM_VERSION := 8.0.0
 ## The Kafka-compatible broker of the real-broker tests (cached in ~/.cargo/bin once built).
 TANSU_VERSION := 0.6.0
 
@@ -39,9 +41,11 @@ deps: system-deps
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 	@python3 -c 'import fastavro, yaml, kubernetes_validate, aiosmtpd' 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate aiosmtpd
-	@[ -d tools/node/node_modules/twilio ] && [ -d tools/node/node_modules/sms-segments-calculator ] || \
+	@[ -d tools/node/node_modules/twilio ] && [ -d tools/node/node_modules/sms-segments-calculator ] \
+	  && [ -d tools/node/node_modules/@sendgrid/eventwebhook ] || \
 	  npm install --prefix tools/node --no-audit --no-fund --silent \
-	    twilio@$(TWILIO_NPM_VERSION) sms-segments-calculator@$(SEGMENTS_NPM_VERSION)
+	    twilio@$(TWILIO_NPM_VERSION) sms-segments-calculator@$(SEGMENTS_NPM_VERSION) \
+	    @sendgrid/eventwebhook@$(SENDGRID_NPM_VERSION)
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 

@@ -254,3 +254,94 @@ pub(crate) async fn post_unsubscribe(
     )
         .into_response())
 }
+
+/// One event of SendGrid's event webhook (Tacto's `custom_args` come back as fields).
+#[derive(serde::Deserialize)]
+struct SendgridEvent {
+    event: String,
+    #[serde(default)]
+    sg_event_id: String,
+    #[serde(default)]
+    job_id: Option<String>,
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+/// What a SendGrid event means: an outcome of the job, or an email opt-out.
+fn sendgrid_meaning(event: &str) -> Option<Result<OutcomeStatus, &'static str>> {
+    match event {
+        "delivered" => Some(Ok(OutcomeStatus::Delivered)),
+        "bounce" | "dropped" => Some(Ok(OutcomeStatus::Failed)),
+        "spamreport" => Some(Err("email_spam_report")),
+        "unsubscribe" | "group_unsubscribe" => Some(Err("email_unsubscribe")),
+        _ => None,
+    }
+}
+
+/// `POST /v1/callbacks/sendgrid`: SendGrid's signed event webhook. `delivered` becomes a
+/// `delivered` outcome, `bounce` and `dropped` a `failed` one, `spamreport` and `unsubscribe`
+/// an email opt-out; other events (processed, deferred, open, click) add nothing. The
+/// signature (ECDSA) and the timestamp's age are checked first.
+pub(crate) async fn post_sendgrid(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let Some(key) = s.sendgrid_key.clone() else {
+        return Err(Problem::not_found("SendGrid callbacks are not configured"));
+    };
+    let bytes = body.map_err(|e| Problem::malformed(e.body_text()))?;
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let timestamp = h("X-Twilio-Email-Event-Webhook-Timestamp");
+    let fresh = timestamp.parse::<i64>().is_ok_and(|t| {
+        ((s.now)().as_micros() / 1_000_000 - t).abs() <= s.config.webhook_tolerance_secs
+    });
+    if !fresh
+        || !key.verify(
+            timestamp,
+            &bytes,
+            h("X-Twilio-Email-Event-Webhook-Signature"),
+        )
+    {
+        return Err(Problem::unauthorized(
+            "SendGrid signature does not match or its timestamp is stale",
+        ));
+    }
+    let events: Vec<SendgridEvent> = crate::parse(Ok(bytes))?;
+    for e in events {
+        let (Some(meaning), Some(account)) = (sendgrid_meaning(&e.event), e.account_id) else {
+            continue;
+        };
+        let body = match meaning {
+            Ok(status) => {
+                let Some(job) = e.job_id else { continue };
+                EventBody::ContactOutcome {
+                    job_id: Some(JobId(job)),
+                    channel: Channel::Email,
+                    status,
+                    conversation: false,
+                    inbound: false,
+                }
+            }
+            Err(via) => EventBody::OptedOut {
+                channel: Some(Channel::Email),
+                via: via.into(),
+            },
+        };
+        let event = Event {
+            id: EventId(format!("sendgrid:{}:{}", e.sg_event_id, e.event)),
+            occurred_at: (s.now)(),
+            account_id: AccountId(account),
+            source: "callback:sendgrid".into(),
+            body,
+        };
+        let unique = format!("event:{}", event.id);
+        submit(&s, event, unique).await?;
+    }
+    Ok(axum::http::StatusCode::OK.into_response())
+}

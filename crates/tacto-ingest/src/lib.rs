@@ -9,6 +9,7 @@ pub mod dispositions;
 pub mod import;
 pub mod links;
 pub mod problem;
+pub mod sendgrid;
 pub mod twilio;
 pub mod webhook;
 
@@ -65,6 +66,8 @@ pub struct IngestConfig {
     pub link_secret: Option<String>,
     /// Shared token of the dialer's disposition URL (Vicidial); refused without.
     pub dialer_token: Option<String>,
+    /// Public key (base64 DER) of SendGrid's signed event webhook; refused without.
+    pub sendgrid_public_key: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -78,6 +81,7 @@ impl Default for IngestConfig {
             public_url: None,
             link_secret: None,
             dialer_token: None,
+            sendgrid_public_key: None,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct Ingest {
     /// The clock (injected so tests control time).
     pub now: fn() -> Timestamp,
     committer: commit::GroupCommitter,
+    /// SendGrid's webhook key, parsed.
+    sendgrid_key: Option<sendgrid::PublicKey>,
 }
 
 impl Ingest {
@@ -104,12 +110,18 @@ impl Ingest {
         now: fn() -> Timestamp,
     ) -> Self {
         let committer = commit::GroupCommitter::start(log.clone(), events::EVENTS.name(), 1024);
+        let sendgrid_key = config.sendgrid_public_key.as_deref().and_then(|k| {
+            sendgrid::PublicKey::from_base64(k)
+                .map_err(|e| tracing::error!(error = %e, "invalid SendGrid webhook key: its callbacks are refused"))
+                .ok()
+        });
         Self {
             log,
             config,
             view,
             now,
             committer,
+            sendgrid_key,
         }
     }
 }
@@ -146,6 +158,7 @@ pub fn router(ingest: Shared) -> Router {
         .merge(authed)
         .route("/v1/webhooks/payments", post(post_payment_webhook))
         .route("/v1/callbacks/twilio", post(callbacks::post_twilio))
+        .route("/v1/callbacks/sendgrid", post(callbacks::post_sendgrid))
         .route(
             "/v1/callbacks/vicidial",
             get(dispositions::vicidial_dispo).post(dispositions::vicidial_dispo),

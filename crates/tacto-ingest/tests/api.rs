@@ -55,6 +55,7 @@ fn api() -> Api {
             public_url: Some("https://tacto.example".into()),
             link_secret: Some("links".into()),
             dialer_token: Some("dial-token".into()),
+            sendgrid_public_key: None,
         },
         Arc::new(NoView),
         fixed_now,

@@ -76,6 +76,7 @@ impl ApiArgs {
             public_url: providers.public_url.clone(),
             link_secret: providers.link_secret.clone(),
             dialer_token: providers.dialer_token.clone(),
+            sendgrid_public_key: providers.sendgrid_webhook_public_key.clone(),
             ..IngestConfig::default()
         }
     }
@@ -137,6 +138,9 @@ pub struct ProviderArgs {
     /// Token the dialer's disposition URL must carry (`/v1/callbacks/vicidial?token=…`).
     #[arg(long, env = "TACTO_DIALER_TOKEN", hide_env_values = true)]
     pub dialer_token: Option<String>,
+    /// Public key (base64 DER) of SendGrid's signed event webhook.
+    #[arg(long, env = "TACTO_SENDGRID_WEBHOOK_PUBLIC_KEY")]
+    pub sendgrid_webhook_public_key: Option<String>,
     /// Vicidial non-agent API URL (`…/vicidial/non_agent_api.php`): voice jobs become leads.
     #[arg(long, env = "TACTO_VICIDIAL_URL")]
     pub vicidial_url: Option<String>,
