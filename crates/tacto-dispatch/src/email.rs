@@ -65,6 +65,36 @@ fn message_id_part(job: &str) -> String {
         .collect()
 }
 
+/// The `List-Unsubscribe` value of an account's email (a signed one-click link and/or a
+/// `mailto:`), and whether it has the one-click link (then `List-Unsubscribe-Post` goes too).
+pub fn list_unsubscribe(
+    public_url: &Option<String>,
+    link_secret: &Option<String>,
+    mailto: &Option<String>,
+    account: &str,
+) -> (Option<String>, bool) {
+    let url = match (public_url, link_secret) {
+        (Some(public), Some(secret)) => Some(tacto_ingest::links::unsubscribe_url(
+            public,
+            secret.as_bytes(),
+            account,
+            Channel::Email,
+        )),
+        _ => None,
+    };
+    let one_click = url.is_some();
+    let parts: Vec<String> = url
+        .into_iter()
+        .chain(
+            mailto
+                .iter()
+                .map(|a| format!("mailto:{a}?subject=unsubscribe")),
+        )
+        .map(|u| format!("<{u}>"))
+        .collect();
+    ((!parts.is_empty()).then(|| parts.join(", ")), one_click)
+}
+
 /// The SMTP email adapter.
 pub struct SmtpEmail {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -105,31 +135,6 @@ impl SmtpEmail {
         })
     }
 
-    /// The `List-Unsubscribe` value, if there is anything to put in it.
-    fn list_unsubscribe(&self, m: &Message) -> (Option<String>, bool) {
-        let url = match (&self.config.public_url, &self.config.link_secret) {
-            (Some(public), Some(secret)) => Some(tacto_ingest::links::unsubscribe_url(
-                public,
-                secret.as_bytes(),
-                &m.account_id,
-                Channel::Email,
-            )),
-            _ => None,
-        };
-        let one_click = url.is_some();
-        let parts: Vec<String> = url
-            .into_iter()
-            .chain(
-                self.config
-                    .unsubscribe_mailto
-                    .iter()
-                    .map(|a| format!("mailto:{a}?subject=unsubscribe")),
-            )
-            .map(|u| format!("<{u}>"))
-            .collect();
-        ((!parts.is_empty()).then(|| parts.join(", ")), one_click)
-    }
-
     /// Sends one email.
     pub async fn send(&self, m: &Message) -> Result<(), SendError> {
         let rendered = self
@@ -147,7 +152,12 @@ impl SmtpEmail {
             .subject(rendered.subject.unwrap_or_default())
             .message_id(Some(format!("<{}@{domain}>", message_id_part(&m.job_id))))
             .header(ContentType::TEXT_PLAIN);
-        let (list, one_click) = self.list_unsubscribe(m);
+        let (list, one_click) = list_unsubscribe(
+            &self.config.public_url,
+            &self.config.link_secret,
+            &self.config.unsubscribe_mailto,
+            &m.account_id,
+        );
         if let Some(list) = list {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),

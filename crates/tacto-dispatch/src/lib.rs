@@ -10,6 +10,7 @@
 
 pub mod email;
 pub mod kafka;
+pub mod sendgrid;
 pub mod sink;
 pub mod templates;
 pub mod twilio;

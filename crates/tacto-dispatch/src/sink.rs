@@ -167,6 +167,8 @@ pub enum Adapter {
     Smtp(Box<crate::email::SmtpEmail>),
     /// The Vicidial dialer (non-agent API).
     Vicidial(crate::vicidial::Vicidial),
+    /// Email through the SendGrid v3 API.
+    Sendgrid(crate::sendgrid::Sendgrid),
 }
 
 impl Adapter {
@@ -178,6 +180,7 @@ impl Adapter {
             Adapter::Twilio(t) => t.send(m).await.map(|_| ()),
             Adapter::Smtp(e) => e.send(m).await,
             Adapter::Vicidial(v) => v.send(m).await,
+            Adapter::Sendgrid(s) => s.send(m).await,
         }
     }
 }

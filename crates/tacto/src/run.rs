@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
+use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
 use tacto_dispatch::templates::Templates;
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_dispatch::vicidial::{Vicidial, VicidialConfig};
@@ -138,6 +139,19 @@ pub struct ProviderArgs {
     /// Token the dialer's disposition URL must carry (`/v1/callbacks/vicidial?token=…`).
     #[arg(long, env = "TACTO_DIALER_TOKEN", hide_env_values = true)]
     pub dialer_token: Option<String>,
+    /// SendGrid API key: email goes through the SendGrid v3 API (instead of SMTP).
+    #[arg(long, env = "TACTO_SENDGRID_API_KEY", hide_env_values = true)]
+    pub sendgrid_api_key: Option<String>,
+    /// SendGrid sender address (a verified sender), e.g. `collections@example.com`.
+    #[arg(long, env = "TACTO_SENDGRID_FROM")]
+    pub sendgrid_from: Option<String>,
+    /// SendGrid API base URL.
+    #[arg(
+        long,
+        env = "TACTO_SENDGRID_BASE_URL",
+        default_value = "https://api.sendgrid.com"
+    )]
+    pub sendgrid_base_url: String,
     /// Public key (base64 DER) of SendGrid's signed event webhook.
     #[arg(long, env = "TACTO_SENDGRID_WEBHOOK_PUBLIC_KEY")]
     pub sendgrid_webhook_public_key: Option<String>,
@@ -197,6 +211,26 @@ impl ProviderArgs {
         };
         Ok(Some(
             SmtpEmail::new(config, self.templates()?).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+    }
+
+    /// The SendGrid adapter, when a key and a sender are configured.
+    fn sendgrid(&self) -> anyhow::Result<Option<Sendgrid>> {
+        let (Some(key), Some(from)) = (&self.sendgrid_api_key, &self.sendgrid_from) else {
+            return Ok(None);
+        };
+        let config = SendgridConfig {
+            base_url: self.sendgrid_base_url.clone(),
+            api_key: key.clone(),
+            from_email: from.clone(),
+            from_name: None,
+            public_url: self.public_url.clone(),
+            link_secret: self.link_secret.clone(),
+            unsubscribe_mailto: self.unsubscribe_mailto.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        Ok(Some(
+            Sendgrid::new(config, self.templates()?).map_err(|e| anyhow::anyhow!("{e}"))?,
         ))
     }
 
@@ -290,8 +324,11 @@ pub fn adapters(
     if let Some(t) = providers.twilio()? {
         a = a.with(Channel::Sms, Adapter::Twilio(t));
     }
-    if let Some(e) = providers.smtp()? {
-        a = a.with(Channel::Email, Adapter::Smtp(Box::new(e)));
+    match (providers.smtp()?, providers.sendgrid()?) {
+        (Some(_), Some(_)) => anyhow::bail!("email goes through SMTP or SendGrid, not both"),
+        (Some(e), None) => a = a.with(Channel::Email, Adapter::Smtp(Box::new(e))),
+        (None, Some(s)) => a = a.with(Channel::Email, Adapter::Sendgrid(s)),
+        (None, None) => {}
     }
     if let Some(v) = providers.vicidial()? {
         a = a.with(Channel::Voice, Adapter::Vicidial(v));
