@@ -31,6 +31,8 @@ pub struct Message {
     pub sent_at: Timestamp,
     /// The latest instant it may reach the customer (a provider must drop it after this).
     pub not_after: Timestamp,
+    /// The earliest missed due date of the debts still owed, for the template.
+    pub due_date: Option<tacto_model::Date>,
 }
 
 impl Message {
@@ -47,6 +49,7 @@ impl Message {
             currency: job.currency.clone(),
             sent_at: now,
             not_after: job.not_after,
+            due_date: job.due_date,
         }
     }
 }

@@ -104,32 +104,32 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     (
         "reminder",
         "en",
-        "Your account has an overdue balance of {{ amount }}.",
+        "Your account has an overdue balance of {{ amount }}{% if due_date %}, due {{ due_date }}{% endif %}.",
     ),
     (
         "reminder",
         "es",
-        "Su cuenta tiene un saldo vencido de {{ amount }}.",
+        "Su cuenta tiene un saldo vencido de {{ amount }}{% if due_date %}, con vencimiento el {{ due_date }}{% endif %}.",
     ),
     (
         "reminder",
         "pt",
-        "Sua conta tem um saldo em atraso de {{ amount }}.",
+        "Sua conta tem um saldo em atraso de {{ amount }}{% if due_date %}, com vencimento em {{ due_date }}{% endif %}.",
     ),
     (
         "reminder_soft",
         "en",
-        "A friendly reminder: your account has a balance of {{ amount }} past its due date.",
+        "A friendly reminder: your account has a balance of {{ amount }} past its due date{% if due_date %} of {{ due_date }}{% endif %}.",
     ),
     (
         "reminder_soft",
         "es",
-        "Le recordamos que su cuenta tiene un saldo de {{ amount }} con la fecha de pago vencida.",
+        "Le recordamos que su cuenta tiene un saldo de {{ amount }} con la fecha de pago{% if due_date %} del {{ due_date }}{% endif %} vencida.",
     ),
     (
         "reminder_soft",
         "pt",
-        "Lembrete: sua conta tem um saldo de {{ amount }} com o vencimento em atraso.",
+        "Lembrete: sua conta tem um saldo de {{ amount }} com o vencimento{% if due_date %} de {{ due_date }}{% endif %} em atraso.",
     ),
     (
         "reminder_email",
@@ -346,13 +346,14 @@ impl Templates {
             .self_service_url
             .as_ref()
             .map(|base| format!("{}/s/{}", base.trim_end_matches('/'), m.job_id));
+        let wanted = m.language.split(['-', '_']).next().unwrap_or("en");
         let ctx = context! {
             amount => format_amount(m.balance_minor, &m.currency),
+            due_date => m.due_date.map(|d| format_date(d, wanted)),
             currency => m.currency.clone(),
             link => link.clone(),
             job_id => m.job_id.clone(),
         };
-        let wanted = m.language.split(['-', '_']).next().unwrap_or("en");
         let (name, language) =
             self.lookup(m.channel, &m.template, wanted)
                 .ok_or_else(|| TemplateError {
@@ -397,6 +398,15 @@ impl Templates {
     }
 }
 
+/// A date as the language writes it: `30/11/2026` in Spanish and Portuguese, `2026-11-30`
+/// otherwise.
+pub fn format_date(d: tacto_model::Date, language: &str) -> String {
+    match language {
+        "es" | "pt" => d.naive().format("%d/%m/%Y").to_string(),
+        _ => d.to_string(),
+    }
+}
+
 /// `12345` USD → `USD 123.45`; zero-decimal currencies (CLP, JPY, …) keep their units.
 pub fn format_amount(minor: i64, currency: &str) -> String {
     let exponent = iso_currency::Currency::from_code(currency)
@@ -433,6 +443,7 @@ mod tests {
             currency: currency.into(),
             sent_at: Timestamp::from_micros(0),
             not_after: Timestamp::from_micros(3_600_000_000),
+            due_date: None,
         }
     }
 
@@ -513,6 +524,23 @@ mod tests {
         assert_eq!(mail.subject.as_deref(), Some("Sobre sua conta"));
         assert!(mail.body.contains("descadastro"));
         assert!(mail.sms.is_none());
+    }
+
+    #[test]
+    fn the_due_date_is_written_as_the_language_writes_dates() {
+        let t = Templates::builtin(None);
+        let mut m = message(Channel::Sms, "es", "MXN");
+        m.due_date = tacto_model::Date::from_ymd(2026, 11, 30);
+        let es = t.render(&m).expect("es");
+        assert!(
+            es.body.starts_with(
+                "Su cuenta tiene un saldo vencido de MXN 123.45, con vencimiento el 30/11/2026."
+            ),
+            "{}",
+            es.body
+        );
+        m.language = "en".into();
+        assert!(t.render(&m).expect("en").body.contains(", due 2026-11-30."));
     }
 
     #[test]

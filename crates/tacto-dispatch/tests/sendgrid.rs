@@ -106,6 +106,7 @@ fn message(to: &str) -> Message {
         currency: "BRL".into(),
         sent_at: Timestamp::from_micros(0),
         not_after: Timestamp::from_micros(3_600_000_000),
+        due_date: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn segments_match_the_reference_calculator() {
             currency: currency.into(),
             sent_at: Timestamp::from_micros(0),
             not_after: Timestamp::from_micros(3_600_000_000),
+            due_date: None,
         };
         texts.push(t.render(&m).expect("render").body);
     }

@@ -97,6 +97,7 @@ async fn messages(
             );
         }
         "+15005550429" => return error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests"),
+        "+15005550301" => return error(StatusCode::SERVICE_UNAVAILABLE, 30001, "Queue overflow"),
         "+15005550777" if !stub.queue_full_once => {
             stub.queue_full_once = true;
             return error(
@@ -158,6 +159,7 @@ fn message(to: &str) -> Message {
         currency: "MXN".into(),
         sent_at: Timestamp::from_micros(1_000_000_000_000),
         not_after: Timestamp::from_micros(1_000_000_000_000 + 5_400_000_000),
+        due_date: None,
     }
 }
 
@@ -205,6 +207,10 @@ async fn twilio_errors_map_to_retry_refusal_or_opt_out() {
     assert!(matches!(
         twilio.send(&message("+15005550429")).await,
         Err(SendError::Retryable(why)) if why.contains("20429")
+    ));
+    assert!(matches!(
+        twilio.send(&message("+15005550301")).await,
+        Err(SendError::Retryable(why)) if why.contains("30001")
     ));
     // Queue full: retryable, and the retry goes through.
     assert!(matches!(

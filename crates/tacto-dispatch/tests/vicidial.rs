@@ -142,6 +142,7 @@ fn job(account: &str, phone: &str) -> Message {
         currency: "MXN".into(),
         sent_at: Timestamp::from_micros(0),
         not_after: Timestamp::from_micros(3_600_000_000),
+        due_date: None,
     }
 }
 

@@ -407,6 +407,9 @@ pub struct ContactJob {
     pub currency: String,
     /// Why, with the rules that allowed it.
     pub decision: DecisionRecord,
+    /// The earliest missed due date of the debts still owed, for the template.
+    #[serde(default)]
+    pub due_date: Option<Date>,
 }
 
 /// The explanation attached to every decision.

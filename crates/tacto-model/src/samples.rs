@@ -147,6 +147,7 @@ pub fn sample_events() -> Vec<Event> {
             balance_minor: 45_000,
             currency: "USD".into(),
             decision: decision(),
+            due_date: Some(date(2026, 10, 15)),
         }),
         EventBody::ContactDeferred {
             job_id: JobId("A-1:c0:d0.0:a1".into()),

@@ -583,6 +583,14 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
                 balance_minor: a.balance_minor,
                 currency: ctx.profile.place.currency.to_string(),
                 decision: ctx.record(reasons),
+                due_date: ctx
+                    .profile
+                    .debts
+                    .iter()
+                    .filter(|d| d.balance_minor > 0)
+                    .map(|d| d.due_date)
+                    .min()
+                    .map(tacto_model::Date::from),
             };
             ctx.emit(EventBody::ContactScheduled(job));
             Some(not_after)
