@@ -8,6 +8,7 @@
 //! report the outcome as an event. A recall cancels a job not yet attempted and confirms it
 //! (`not_sent`); a job already attempted cannot be recalled and is reported so.
 
+pub mod dialer_feed;
 pub mod email;
 pub mod kafka;
 pub mod sendgrid;
@@ -516,7 +517,7 @@ impl Inner {
                     match self
                         .adapters
                         .for_channel(channel)
-                        .recall(account.as_str())
+                        .recall(account.as_str(), job.as_str())
                         .await
                     {
                         Some(RecallResult::Cancelled) => {

@@ -172,6 +172,8 @@ pub enum Adapter {
     Vicidial(crate::vicidial::Vicidial),
     /// Email through the SendGrid v3 API.
     Sendgrid(crate::sendgrid::Sendgrid),
+    /// The dialer feed topic (any dialer consumes it).
+    DialerFeed(crate::dialer_feed::DialerFeed),
 }
 
 impl Adapter {
@@ -184,6 +186,7 @@ impl Adapter {
             Adapter::Smtp(e) => e.send(m).await,
             Adapter::Vicidial(v) => v.send(m).await,
             Adapter::Sendgrid(s) => s.send(m).await,
+            Adapter::DialerFeed(d) => d.send(m).await,
         }
     }
 }
@@ -191,9 +194,10 @@ impl Adapter {
 impl Adapter {
     /// Cancels what the provider still holds of a job it accepted: `None` when this adapter
     /// holds nothing back (a file line, a webhook call and an SMS are gone once accepted).
-    pub async fn recall(&self, account: &str) -> Option<crate::vicidial::RecallResult> {
+    pub async fn recall(&self, account: &str, job: &str) -> Option<crate::vicidial::RecallResult> {
         match self {
             Adapter::Vicidial(v) => Some(v.recall(account).await),
+            Adapter::DialerFeed(d) => Some(d.recall(account, job)),
             _ => None,
         }
     }

@@ -12,13 +12,14 @@ use tacto_model::{Event, avro};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Topic(usize);
 
-const SUFFIXES: [&str; 6] = [
+const SUFFIXES: [&str; 7] = [
     "events",
     "contacts",
     "decisions",
     "dead-letters",
     "decide-state",
     "dispatch-jobs",
+    "dialer",
 ];
 
 /// Every input fact (ingest, provider outcomes: decide folds them in order with the account's
@@ -34,11 +35,13 @@ pub const DEAD_LETTERS: Topic = Topic(3);
 pub const DECIDE_STATE: Topic = Topic(4);
 /// Dispatch's job states (compacted changelog; Kafka backend).
 pub const DISPATCH_JOBS: Topic = Topic(5);
+/// The dialer feed: lead adds and recalls for any dialer (`schemas/dialer.avsc`).
+pub const DIALER: Topic = Topic(6);
 
 /// The default topic prefix.
 pub const DEFAULT_PREFIX: &str = "tacto.";
 
-static NAMES: std::sync::OnceLock<[String; 6]> = std::sync::OnceLock::new();
+static NAMES: std::sync::OnceLock<[String; 7]> = std::sync::OnceLock::new();
 
 /// Sets the topic prefix of this process (e.g. `prod.collections.`); the first call wins, before
 /// any topic name is used. Returns the prefix in force.
@@ -63,7 +66,7 @@ impl std::fmt::Display for Topic {
 
 /// Creates Tacto's topics with `partitions` partitions each.
 pub fn create_topics(log: &dyn EventLog, partitions: u32) -> Result<(), LogError> {
-    for t in [EVENTS, CONTACTS, DECISIONS, DEAD_LETTERS] {
+    for t in [EVENTS, CONTACTS, DECISIONS, DEAD_LETTERS, DIALER] {
         log.create_topic(t.name(), partitions)?;
     }
     Ok(())

@@ -67,7 +67,12 @@ pub fn current() -> Framing {
 /// implementations do). Without this the single-object fingerprint would differ from every
 /// other implementation's (the fastavro tests prove it matches).
 pub fn parsing_canonical_form() -> String {
-    let mut form = avro::event_schema().canonical_form();
+    parsing_canonical_form_of(avro::event_schema())
+}
+
+/// [`parsing_canonical_form`] of any schema.
+pub fn parsing_canonical_form_of(schema: &apache_avro::Schema) -> String {
+    let mut form = schema.canonical_form();
     for p in [
         "null", "boolean", "int", "long", "float", "double", "bytes", "string",
     ] {
@@ -78,12 +83,16 @@ pub fn parsing_canonical_form() -> String {
 
 fn single_object_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
-    HEADER.get_or_init(|| {
-        let fingerprint = Rabin::digest(parsing_canonical_form().as_bytes());
-        let mut h = vec![0xC3, 0x01];
-        h.extend_from_slice(&fingerprint);
-        h
-    })
+    HEADER.get_or_init(|| single_object_header_of(avro::event_schema()))
+}
+
+/// The single-object encoding header (`C3 01` + CRC-64-AVRO fingerprint of the
+/// specification's canonical form) of any schema.
+pub fn single_object_header_of(schema: &apache_avro::Schema) -> Vec<u8> {
+    let fingerprint = Rabin::digest(parsing_canonical_form_of(schema).as_bytes());
+    let mut h = vec![0xC3, 0x01];
+    h.extend_from_slice(&fingerprint);
+    h
 }
 
 /// Encodes an event with the framing in force.

@@ -4,6 +4,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
+use tacto_dispatch::dialer_feed::DialerFeed;
 use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
 use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
 use tacto_dispatch::templates::Templates;
@@ -155,6 +156,9 @@ pub struct ProviderArgs {
     /// Public key (base64 DER) of SendGrid's signed event webhook.
     #[arg(long, env = "TACTO_SENDGRID_WEBHOOK_PUBLIC_KEY")]
     pub sendgrid_webhook_public_key: Option<String>,
+    /// Publish voice jobs (and their recalls) on the dialer topic for any dialer to consume.
+    #[arg(long, env = "TACTO_DIALER_FEED")]
+    pub dialer_feed: bool,
     /// Vicidial non-agent API URL (`…/vicidial/non_agent_api.php`): voice jobs become leads.
     #[arg(long, env = "TACTO_VICIDIAL_URL")]
     pub vicidial_url: Option<String>,
@@ -319,6 +323,7 @@ pub fn adapters(
     args: &ChannelArgs,
     providers: &ProviderArgs,
     sink: FileSink,
+    log: Arc<dyn EventLog>,
 ) -> anyhow::Result<Adapters> {
     let mut a = Adapters::new(Adapter::File(sink));
     if let Some(t) = providers.twilio()? {
@@ -330,8 +335,14 @@ pub fn adapters(
         (None, Some(s)) => a = a.with(Channel::Email, Adapter::Sendgrid(s)),
         (None, None) => {}
     }
-    if let Some(v) = providers.vicidial()? {
-        a = a.with(Channel::Voice, Adapter::Vicidial(v));
+    match (providers.vicidial()?, providers.dialer_feed) {
+        (Some(_), true) => anyhow::bail!("voice goes to Vicidial or the dialer feed, not both"),
+        (Some(v), false) => a = a.with(Channel::Voice, Adapter::Vicidial(v)),
+        (None, true) => {
+            let feed = DialerFeed::new(log, providers.templates()?);
+            a = a.with(Channel::Voice, Adapter::DialerFeed(feed));
+        }
+        (None, false) => {}
     }
     for (channel, url) in [
         (Channel::Sms, &args.sms_webhook),
@@ -414,7 +425,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dyn_log.clone(),
         policy.clone(),
         state.clone(),
-        Arc::new(adapters(&args.channels, &args.providers, sink)?),
+        Arc::new(adapters(
+            &args.channels,
+            &args.providers,
+            sink,
+            dyn_log.clone(),
+        )?),
         args.channels.dispatch_config(),
     )
     .context("cannot start dispatch")?;

@@ -290,7 +290,12 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         let outbox = args.data_dir.join("outbox.jsonl");
         let sink =
             FileSink::open(&outbox).with_context(|| format!("cannot open {}", outbox.display()))?;
-        let adapters = Arc::new(adapters(&args.channels, &args.providers, sink)?);
+        let adapters = Arc::new(adapters(
+            &args.channels,
+            &args.providers,
+            sink,
+            log.clone(),
+        )?);
         let mut config = args.channels.dispatch_config();
         config.group = args.group.clone();
         let health = Arc::new(DecideState::default());
