@@ -36,10 +36,8 @@ zones = ["UTC"]
 
 type Sent = Arc<Mutex<Vec<(Instant, Vec<(String, String)>)>>>;
 
-/// A Twilio Messages API stand-in (auth and required fields enforced), in its own thread.
-fn twilio_stub() -> (String, Sent) {
-    let sent: Sent = Arc::default();
-    let keep = sent.clone();
+/// Serves `app` on a loopback port from a thread of its own; returns its base URL.
+fn serve_in_thread(app: Router) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -47,36 +45,54 @@ fn twilio_stub() -> (String, Sent) {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            async fn messages(
-                State(sent): State<Sent>,
-                Path(account): Path<String>,
-                headers: axum::http::HeaderMap,
-                Form(form): Form<Vec<(String, String)>>,
-            ) -> (StatusCode, Json<serde_json::Value>) {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-                let has = |k: &str| form.iter().any(|(n, v)| n == k && !v.is_empty());
-                if account != SID || auth.is_none() {
-                    return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"code": 20003})));
-                }
-                if !has("To") || !has("Body") || !has("From") {
-                    return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"code": 21604})));
-                }
-                let mut s = sent.lock().expect("stub");
-                s.push((Instant::now(), form));
-                (
-                    StatusCode::CREATED,
-                    Json(serde_json::json!({"sid": format!("SM{:032}", s.len()), "status": "queued"})),
-                )
-            }
-            let app = Router::new()
-                .route("/2010-04-01/Accounts/{account}/Messages.json", post(messages))
-                .with_state(keep);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
             let _ = axum::serve(listener, app).await;
         });
     });
-    (rx.recv().expect("stub url"), sent)
+    rx.recv().expect("stub url")
+}
+
+async fn twilio_messages(
+    State(sent): State<Sent>,
+    Path(account): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let has = |k: &str| form.iter().any(|(n, v)| n == k && !v.is_empty());
+    if account != SID || auth.is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"code": 20003})),
+        );
+    }
+    if !has("To") || !has("Body") || !has("From") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"code": 21604})),
+        );
+    }
+    let mut s = sent.lock().expect("stub");
+    s.push((Instant::now(), form));
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({"sid": format!("SM{:032}", s.len()), "status": "queued"})),
+    )
+}
+
+/// A Twilio Messages API stand-in (auth and required fields enforced).
+fn twilio_stub() -> (String, Sent) {
+    let sent: Sent = Arc::default();
+    let app = Router::new()
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            post(twilio_messages),
+        )
+        .with_state(sent.clone());
+    (serve_in_thread(app), sent)
 }
 
 struct Tacto {
@@ -357,68 +373,54 @@ fn a_burst_of_jobs_never_exceeds_the_sender_rate() {
 /// Leads at a stand-in Vicidial: (vendor lead code, status, in hopper).
 type Leads = Arc<Mutex<Vec<(String, String, bool)>>>;
 
+async fn vicidial_api(
+    State(leads): State<Leads>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> String {
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if get("user") != "api" || get("pass") != "secret" {
+        return "ERROR: Invalid Username/Password".into();
+    }
+    let mut l = leads.lock().expect("leads");
+    match get("function").as_str() {
+        "add_lead" => {
+            l.push((
+                get("vendor_lead_code"),
+                "NEW".into(),
+                get("add_to_hopper") == "Y",
+            ));
+            "SUCCESS: add_lead LEAD HAS BEEN ADDED".into()
+        }
+        "update_lead" => {
+            let code = get("vendor_lead_code");
+            match l.iter_mut().find(|x| x.0 == code) {
+                Some(lead) => {
+                    lead.1 = get("status");
+                    lead.2 = get("remove_from_hopper") != "Y";
+                    "SUCCESS: update_lead LEAD HAS BEEN UPDATED".into()
+                }
+                None => "NOTICE: update_lead NO MATCHES FOUND IN THE SYSTEM".into(),
+            }
+        }
+        _ => "ERROR: INVALID FUNCTION".into(),
+    }
+}
+
 /// A Vicidial non-agent API stand-in (add_lead, update_lead by vendor lead code).
 fn vicidial_stub() -> (String, Leads) {
     let leads: Leads = Arc::default();
-    let keep = leads.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            async fn api(
-                State(leads): State<Leads>,
-                Form(form): Form<Vec<(String, String)>>,
-            ) -> String {
-                let get = |k: &str| {
-                    form.iter()
-                        .find(|(n, _)| n == k)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                if get("user") != "api" || get("pass") != "secret" {
-                    return "ERROR: Invalid Username/Password".into();
-                }
-                let mut l = leads.lock().expect("leads");
-                match get("function").as_str() {
-                    "add_lead" => {
-                        l.push((
-                            get("vendor_lead_code"),
-                            "NEW".into(),
-                            get("add_to_hopper") == "Y",
-                        ));
-                        "SUCCESS: add_lead LEAD HAS BEEN ADDED".into()
-                    }
-                    "update_lead" => {
-                        let code = get("vendor_lead_code");
-                        match l.iter_mut().find(|x| x.0 == code) {
-                            Some(lead) => {
-                                lead.1 = get("status");
-                                lead.2 = get("remove_from_hopper") != "Y";
-                                "SUCCESS: update_lead LEAD HAS BEEN UPDATED".into()
-                            }
-                            None => "NOTICE: update_lead NO MATCHES FOUND IN THE SYSTEM".into(),
-                        }
-                    }
-                    _ => "ERROR: INVALID FUNCTION".into(),
-                }
-            }
-            let app = Router::new()
-                .route("/vicidial/non_agent_api.php", post(api))
-                .with_state(keep);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let _ = tx.send(format!(
-                "http://{}/vicidial/non_agent_api.php",
-                listener.local_addr().expect("addr")
-            ));
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    (rx.recv().expect("stub url"), leads)
+    let app = Router::new()
+        .route("/vicidial/non_agent_api.php", post(vicidial_api))
+        .with_state(leads.clone());
+    (
+        format!("{}/vicidial/non_agent_api.php", serve_in_thread(app)),
+        leads,
+    )
 }
 
 const VOICE_POLICY: &str = r#"

@@ -336,13 +336,7 @@ impl Inner {
         at: Timestamp,
     ) -> Result<(), LogError> {
         self.jobs.set_state(account, &job.job_id, state)?;
-        metrics::metrics()
-            .jobs
-            .get_or_create(&labels([
-                ("channel", job.channel.as_str()),
-                ("status", state.name()),
-            ]))
-            .inc();
+        count_job(job.channel, state.name());
         self.report(account, &job.job_id, job.channel, status, at)
     }
 
@@ -498,13 +492,7 @@ impl Inner {
                 None => {
                     // Not attempted yet: cancelled here, confirmed as not sent.
                     self.jobs.set_state(account, job, JobState::NotSent)?;
-                    metrics::metrics()
-                        .jobs
-                        .get_or_create(&labels([
-                            ("channel", channel.as_str()),
-                            ("status", "recalled"),
-                        ]))
-                        .inc();
+                    count_job(channel, "recalled");
                     tracing::info!(%job, "recall confirmed");
                     self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
                 }
@@ -522,24 +510,12 @@ impl Inner {
                     {
                         Some(RecallResult::Cancelled) => {
                             self.jobs.set_state(account, job, JobState::NotSent)?;
-                            metrics::metrics()
-                                .jobs
-                                .get_or_create(&labels([
-                                    ("channel", channel.as_str()),
-                                    ("status", "recalled"),
-                                ]))
-                                .inc();
+                            count_job(channel, "recalled");
                             tracing::info!(%job, "recall confirmed by the provider");
                             self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
                         }
                         Some(RecallResult::Failed(why)) => {
-                            metrics::metrics()
-                                .jobs
-                                .get_or_create(&labels([
-                                    ("channel", channel.as_str()),
-                                    ("status", "recall_failed"),
-                                ]))
-                                .inc();
+                            count_job(channel, "recall_failed");
                             tracing::warn!(%job, reason = %why, "recall failed at the provider");
                         }
                         None => tracing::info!(%job, "recall failed: already with the provider"),
@@ -690,6 +666,14 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// Counts a job's end at dispatch (`tacto_jobs_total`).
+fn count_job(channel: Channel, status: &str) {
+    metrics::metrics()
+        .jobs
+        .get_or_create(&labels([("channel", channel.as_str()), ("status", status)]))
+        .inc();
 }
 
 fn chrono_delta(d: Duration) -> chrono::TimeDelta {

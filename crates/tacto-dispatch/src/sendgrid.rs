@@ -40,10 +40,7 @@ pub struct Sendgrid {
 impl Sendgrid {
     /// An adapter with these settings, rendering with `templates`.
     pub fn new(config: SendgridConfig, templates: Arc<Templates>) -> Result<Self, SendError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| SendError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        let client = crate::sink::http_client(config.timeout)?;
         Ok(Self {
             client,
             config,

@@ -54,6 +54,14 @@ impl Message {
     }
 }
 
+/// An HTTP client for a provider, with a per-request timeout.
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, SendError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| SendError::Permanent(format!("cannot build the HTTP client: {e}")))
+}
+
 /// Why a send failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -123,10 +131,7 @@ impl WebhookSink {
         token: Option<String>,
         timeout: std::time::Duration,
     ) -> Result<Self, SendError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| SendError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        let client = http_client(timeout)?;
         Ok(Self {
             client,
             url: url.into(),

@@ -72,10 +72,7 @@ pub struct Vicidial {
 impl Vicidial {
     /// An adapter with these settings.
     pub fn new(config: VicidialConfig) -> Result<Self, SendError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| SendError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        let client = crate::sink::http_client(config.timeout)?;
         Ok(Self { client, config })
     }
 
