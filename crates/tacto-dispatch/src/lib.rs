@@ -29,7 +29,7 @@ use tacto_model::{
 };
 use tacto_policy::{Policy, last_look};
 
-pub use sink::{Adapter, Adapters, FileSink, Message, SendError, WebhookSink};
+pub use sink::{Adapters, ChannelAdapter, FileSink, Message, SendError, WebhookSink};
 use tacto_telemetry::metrics::{self, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
 use tracing::Instrument;

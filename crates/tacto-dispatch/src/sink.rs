@@ -1,7 +1,9 @@
 //! Channel adapters: what dispatch hands a job to. The file sink (one JSON line per message,
 //! for local runs) and a generic JSON webhook (any HTTP endpoint: a provider bridge, a dialer
-//! feed). Provider-specific adapters (SMS, email, dialer APIs) plug in here.
+//! feed). Every adapter, these and the providers' (SMS, email, dialer), is a [`ChannelAdapter`].
 
+use crate::vicidial::RecallResult;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,74 +165,104 @@ impl WebhookSink {
     }
 }
 
-/// An adapter.
-pub enum Adapter {
-    /// A JSON-lines file.
-    File(FileSink),
-    /// A JSON webhook.
-    Webhook(WebhookSink),
-    /// SMS through the Twilio Messages API (or a compatible provider).
-    Twilio(crate::twilio::TwilioSms),
-    /// Email over SMTP.
-    Smtp(Box<crate::email::SmtpEmail>),
-    /// The Vicidial dialer (non-agent API).
-    Vicidial(crate::vicidial::Vicidial),
-    /// Email through the SendGrid v3 API.
-    Sendgrid(crate::sendgrid::Sendgrid),
-    /// The dialer feed topic (any dialer consumes it).
-    DialerFeed(crate::dialer_feed::DialerFeed),
-}
-
-impl Adapter {
+/// A channel adapter: hands a message to a provider, and cancels what the provider still holds
+/// of a job it accepted. Dispatch picks one per channel (see [`Adapters`]).
+pub trait ChannelAdapter: Send + Sync {
     /// Hands a message to the provider.
-    pub async fn send(&self, m: &Message) -> Result<(), SendError> {
-        match self {
-            Adapter::File(f) => tokio::task::block_in_place(|| f.write(m)),
-            Adapter::Webhook(w) => w.post(m).await,
-            Adapter::Twilio(t) => t.send(m).await.map(|_| ()),
-            Adapter::Smtp(e) => e.send(m).await,
-            Adapter::Vicidial(v) => v.send(m).await,
-            Adapter::Sendgrid(s) => s.send(m).await,
-            Adapter::DialerFeed(d) => d.send(m).await,
-        }
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Cancels what the provider still holds of an accepted job: `None` when it holds nothing
+    /// back (a written line, a webhook call, an SMS or email handed over are gone).
+    fn recall<'a>(
+        &'a self,
+        _account: &'a str,
+        _job: &'a str,
+    ) -> BoxFuture<'a, Option<RecallResult>> {
+        Box::pin(async { None })
     }
 }
 
-impl Adapter {
-    /// Cancels what the provider still holds of a job it accepted: `None` when this adapter
-    /// holds nothing back (a file line, a webhook call and an SMS are gone once accepted).
-    pub async fn recall(&self, account: &str, job: &str) -> Option<crate::vicidial::RecallResult> {
-        match self {
-            Adapter::Vicidial(v) => Some(v.recall(account).await),
-            Adapter::DialerFeed(d) => Some(d.recall(account, job)),
-            _ => None,
-        }
+impl ChannelAdapter for FileSink {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move { tokio::task::block_in_place(|| self.write(m)) })
+    }
+}
+
+impl ChannelAdapter for WebhookSink {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(self.post(m))
+    }
+}
+
+impl ChannelAdapter for crate::twilio::TwilioSms {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move { crate::twilio::TwilioSms::send(self, m).await.map(|_| ()) })
+    }
+}
+
+impl ChannelAdapter for crate::email::SmtpEmail {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(crate::email::SmtpEmail::send(self, m))
+    }
+}
+
+impl ChannelAdapter for crate::sendgrid::Sendgrid {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(crate::sendgrid::Sendgrid::send(self, m))
+    }
+}
+
+impl ChannelAdapter for crate::vicidial::Vicidial {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(crate::vicidial::Vicidial::send(self, m))
+    }
+
+    fn recall<'a>(
+        &'a self,
+        account: &'a str,
+        _job: &'a str,
+    ) -> BoxFuture<'a, Option<RecallResult>> {
+        Box::pin(async move { Some(crate::vicidial::Vicidial::recall(self, account).await) })
+    }
+}
+
+impl ChannelAdapter for crate::dialer_feed::DialerFeed {
+    fn send<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(crate::dialer_feed::DialerFeed::send(self, m))
+    }
+
+    fn recall<'a>(&'a self, account: &'a str, job: &'a str) -> BoxFuture<'a, Option<RecallResult>> {
+        Box::pin(async move { Some(crate::dialer_feed::DialerFeed::recall(self, account, job)) })
     }
 }
 
 /// The adapter of each channel, with a default for the others.
 pub struct Adapters {
-    by_channel: std::collections::BTreeMap<tacto_model::Channel, Adapter>,
-    default: Adapter,
+    by_channel: std::collections::BTreeMap<tacto_model::Channel, Box<dyn ChannelAdapter>>,
+    default: Box<dyn ChannelAdapter>,
 }
 
 impl Adapters {
     /// Every channel to `default`, except those given.
-    pub fn new(default: Adapter) -> Self {
+    pub fn new(default: impl ChannelAdapter + 'static) -> Self {
         Self {
             by_channel: Default::default(),
-            default,
+            default: Box::new(default),
         }
     }
 
     /// Routes one channel to its own adapter.
-    pub fn with(mut self, channel: tacto_model::Channel, adapter: Adapter) -> Self {
-        self.by_channel.insert(channel, adapter);
+    pub fn with(
+        mut self,
+        channel: tacto_model::Channel,
+        adapter: impl ChannelAdapter + 'static,
+    ) -> Self {
+        self.by_channel.insert(channel, Box::new(adapter));
         self
     }
 
     /// The adapter of a channel.
-    pub fn for_channel(&self, c: tacto_model::Channel) -> &Adapter {
-        self.by_channel.get(&c).unwrap_or(&self.default)
+    pub fn for_channel(&self, c: tacto_model::Channel) -> &dyn ChannelAdapter {
+        self.by_channel.get(&c).unwrap_or(&self.default).as_ref()
     }
 }

@@ -10,7 +10,7 @@ use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
 use tacto_dispatch::templates::Templates;
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_dispatch::vicidial::{Vicidial, VicidialConfig};
-use tacto_dispatch::{Adapter, Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
+use tacto_dispatch::{Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
 use tacto_ingest::{Ingest, IngestConfig, router, system_now};
 use tacto_log::EventLog;
 use tacto_log::embedded::EmbeddedLog;
@@ -325,22 +325,22 @@ pub fn adapters(
     sink: FileSink,
     log: Arc<dyn EventLog>,
 ) -> anyhow::Result<Adapters> {
-    let mut a = Adapters::new(Adapter::File(sink));
+    let mut a = Adapters::new(sink);
     if let Some(t) = providers.twilio()? {
-        a = a.with(Channel::Sms, Adapter::Twilio(t));
+        a = a.with(Channel::Sms, t);
     }
     match (providers.smtp()?, providers.sendgrid()?) {
         (Some(_), Some(_)) => anyhow::bail!("email goes through SMTP or SendGrid, not both"),
-        (Some(e), None) => a = a.with(Channel::Email, Adapter::Smtp(Box::new(e))),
-        (None, Some(s)) => a = a.with(Channel::Email, Adapter::Sendgrid(s)),
+        (Some(e), None) => a = a.with(Channel::Email, e),
+        (None, Some(s)) => a = a.with(Channel::Email, s),
         (None, None) => {}
     }
     match (providers.vicidial()?, providers.dialer_feed) {
         (Some(_), true) => anyhow::bail!("voice goes to Vicidial or the dialer feed, not both"),
-        (Some(v), false) => a = a.with(Channel::Voice, Adapter::Vicidial(v)),
+        (Some(v), false) => a = a.with(Channel::Voice, v),
         (None, true) => {
             let feed = DialerFeed::new(log, providers.templates()?);
-            a = a.with(Channel::Voice, Adapter::DialerFeed(feed));
+            a = a.with(Channel::Voice, feed);
         }
         (None, false) => {}
     }
@@ -356,7 +356,7 @@ pub fn adapters(
                 std::time::Duration::from_secs(10),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            a = a.with(channel, Adapter::Webhook(hook));
+            a = a.with(channel, hook);
         }
     }
     Ok(a)
