@@ -17,7 +17,7 @@ use tacto_model::{Channel, Event, EventBody, Timestamp};
 use tacto_policy::engine::Engine;
 use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
-use tacto_telemetry::metrics::{self, labels};
+use tacto_telemetry::metrics::{self, Counter, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
 
 /// Decide settings.
@@ -223,12 +223,18 @@ fn apply_record(
     );
     continue_trace(&span, &d.record.headers);
     let _entered = span.enter();
-    let m = metrics::metrics();
-    m.events_consumed
-        .get_or_create(&labels([
-            ("service", "decide"),
-            ("topic", events::EVENTS.name()),
-        ]))
+    // Looked up once: this runs for every event.
+    static CONSUMED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    CONSUMED
+        .get_or_init(|| {
+            metrics::metrics()
+                .events_consumed
+                .get_or_create(&labels([
+                    ("service", "decide"),
+                    ("topic", events::EVENTS.name()),
+                ]))
+                .clone()
+        })
         .inc();
     let event = events::from_record(&d.record)
         .map_err(|e| e.to_string())
@@ -255,7 +261,8 @@ fn apply_record(
                 error = %why,
                 "dead letter"
             );
-            m.dead_letters
+            metrics::metrics()
+                .dead_letters
                 .get_or_create(&labels([("service", "decide")]))
                 .inc();
             dead.push(events::dead_letter(&d.record, &why));

@@ -127,11 +127,7 @@ impl DialerFeed {
 
     /// Publishes the job as a lead.
     pub async fn send(&self, m: &Message) -> Result<(), SendError> {
-        let script = self
-            .templates
-            .render(m)
-            .map_err(|e| SendError::Permanent(e.to_string()))?
-            .body;
+        let script = self.templates.render(m)?.body;
         self.publish(&DialerMessage {
             action: Action::Add,
             account_id: m.account_id.clone(),

@@ -41,12 +41,8 @@ pub struct SmtpConfig {
     pub credentials: Option<(String, String)>,
     /// The sender, e.g. `Collections <collections@example.com>`.
     pub from: String,
-    /// Public base URL of the API, for the one-click unsubscribe link.
-    pub public_url: Option<String>,
-    /// Secret the unsubscribe links are signed with.
-    pub link_secret: Option<String>,
-    /// `mailto:` address for unsubscribe requests.
-    pub unsubscribe_mailto: Option<String>,
+    /// What goes in `List-Unsubscribe`.
+    pub unsubscribe: UnsubscribeLinks,
     /// Timeout of one delivery.
     pub timeout: Duration,
 }
@@ -65,34 +61,42 @@ fn message_id_part(job: &str) -> String {
         .collect()
 }
 
-/// The `List-Unsubscribe` value of an account's email (a signed one-click link and/or a
-/// `mailto:`), and whether it has the one-click link (then `List-Unsubscribe-Post` goes too).
-pub fn list_unsubscribe(
-    public_url: &Option<String>,
-    link_secret: &Option<String>,
-    mailto: &Option<String>,
-    account: &str,
-) -> (Option<String>, bool) {
-    let url = match (public_url, link_secret) {
-        (Some(public), Some(secret)) => Some(tacto_ingest::links::unsubscribe_url(
-            public,
-            secret.as_bytes(),
-            account,
-            Channel::Email,
-        )),
-        _ => None,
-    };
-    let one_click = url.is_some();
-    let parts: Vec<String> = url
-        .into_iter()
-        .chain(
-            mailto
-                .iter()
-                .map(|a| format!("mailto:{a}?subject=unsubscribe")),
-        )
-        .map(|u| format!("<{u}>"))
-        .collect();
-    ((!parts.is_empty()).then(|| parts.join(", ")), one_click)
+/// What an email's `List-Unsubscribe` offers (shared by the SMTP and SendGrid adapters).
+#[derive(Clone, Debug, Default)]
+pub struct UnsubscribeLinks {
+    /// Public base URL of the API, for the signed one-click link.
+    pub public_url: Option<String>,
+    /// Secret the one-click links are signed with.
+    pub link_secret: Option<String>,
+    /// `mailto:` address for unsubscribe requests.
+    pub mailto: Option<String>,
+}
+
+impl UnsubscribeLinks {
+    /// The `List-Unsubscribe` value of an account's email, and whether it has the one-click
+    /// link (then `List-Unsubscribe-Post` goes too).
+    pub fn header(&self, account: &str) -> (Option<String>, bool) {
+        let url = match (&self.public_url, &self.link_secret) {
+            (Some(public), Some(secret)) => Some(tacto_ingest::links::unsubscribe_url(
+                public,
+                secret.as_bytes(),
+                account,
+                Channel::Email,
+            )),
+            _ => None,
+        };
+        let one_click = url.is_some();
+        let parts: Vec<String> = url
+            .into_iter()
+            .chain(
+                self.mailto
+                    .iter()
+                    .map(|a| format!("mailto:{a}?subject=unsubscribe")),
+            )
+            .map(|u| format!("<{u}>"))
+            .collect();
+        ((!parts.is_empty()).then(|| parts.join(", ")), one_click)
+    }
 }
 
 /// The SMTP email adapter.
@@ -137,10 +141,7 @@ impl SmtpEmail {
 
     /// Sends one email.
     pub async fn send(&self, m: &Message) -> Result<(), SendError> {
-        let rendered = self
-            .templates
-            .render(m)
-            .map_err(|e| SendError::Permanent(e.to_string()))?;
+        let rendered = self.templates.render(m)?;
         let to: Mailbox = m
             .address
             .parse()
@@ -152,12 +153,7 @@ impl SmtpEmail {
             .subject(rendered.subject.unwrap_or_default())
             .message_id(Some(format!("<{}@{domain}>", message_id_part(&m.job_id))))
             .header(ContentType::TEXT_PLAIN);
-        let (list, one_click) = list_unsubscribe(
-            &self.config.public_url,
-            &self.config.link_secret,
-            &self.config.unsubscribe_mailto,
-            &m.account_id,
-        );
+        let (list, one_click) = self.config.unsubscribe.header(&m.account_id);
         if let Some(list) = list {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),

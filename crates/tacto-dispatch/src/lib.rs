@@ -30,7 +30,7 @@ use tacto_model::{
 use tacto_policy::{Policy, last_look};
 
 pub use sink::{Adapters, ChannelAdapter, FileSink, Message, SendError, WebhookSink};
-use tacto_telemetry::metrics::{self, labels};
+use tacto_telemetry::metrics::{self, Counter, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
 use tracing::Instrument;
 use vicidial::RecallResult;
@@ -551,12 +551,18 @@ impl Dispatch {
     /// now, an undecodable record goes to the dead letters. Moves the partition's offset on.
     async fn handle(&mut self, d: &Delivered, clock: fn() -> Timestamp) -> Result<(), LogError> {
         let inner = &self.inner;
-        metrics::metrics()
-            .events_consumed
-            .get_or_create(&labels([
-                ("service", "dispatch"),
-                ("topic", events::CONTACTS.name()),
-            ]))
+        // Looked up once: this runs for every record.
+        static CONSUMED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+        CONSUMED
+            .get_or_init(|| {
+                metrics::metrics()
+                    .events_consumed
+                    .get_or_create(&labels([
+                        ("service", "dispatch"),
+                        ("topic", events::CONTACTS.name()),
+                    ]))
+                    .clone()
+            })
             .inc();
         let p = d.position.partition as usize;
         match events::from_record(&d.record) {

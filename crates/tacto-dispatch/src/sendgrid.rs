@@ -3,7 +3,7 @@
 //! `/v1/callbacks/sendgrid`; `List-Unsubscribe` as for SMTP. 202 is accepted; 429 and 5xx are
 //! retried with backoff; other errors refuse the job.
 
-use crate::email::list_unsubscribe;
+use crate::email::UnsubscribeLinks;
 use crate::sink::{Message, SendError};
 use crate::templates::Templates;
 use std::sync::Arc;
@@ -20,12 +20,8 @@ pub struct SendgridConfig {
     pub from_email: String,
     /// Sender name.
     pub from_name: Option<String>,
-    /// Public base URL of the API, for the one-click unsubscribe link.
-    pub public_url: Option<String>,
-    /// Secret the unsubscribe links are signed with.
-    pub link_secret: Option<String>,
-    /// `mailto:` address for unsubscribe requests.
-    pub unsubscribe_mailto: Option<String>,
+    /// What goes in `List-Unsubscribe`.
+    pub unsubscribe: UnsubscribeLinks,
     /// Request timeout.
     pub timeout: Duration,
 }
@@ -50,17 +46,9 @@ impl Sendgrid {
 
     /// Sends one email.
     pub async fn send(&self, m: &Message) -> Result<(), SendError> {
-        let rendered = self
-            .templates
-            .render(m)
-            .map_err(|e| SendError::Permanent(e.to_string()))?;
+        let rendered = self.templates.render(m)?;
         let mut headers = serde_json::Map::new();
-        let (list, one_click) = list_unsubscribe(
-            &self.config.public_url,
-            &self.config.link_secret,
-            &self.config.unsubscribe_mailto,
-            &m.account_id,
-        );
+        let (list, one_click) = self.config.unsubscribe.header(&m.account_id);
         if let Some(list) = list {
             headers.insert("List-Unsubscribe".into(), list.into());
             if one_click {

@@ -8,7 +8,7 @@
 //! Context: `amount` (formatted with the currency's decimals), `currency`, `link` (the
 //! self-service link, when configured), `job_id`.
 
-use crate::sink::Message;
+use crate::sink::{Message, SendError};
 use minijinja::{Environment, context};
 use tacto_model::Channel;
 
@@ -20,6 +20,13 @@ pub struct TemplateError {
     pub name: String,
     /// Why it failed.
     pub reason: String,
+}
+
+impl From<TemplateError> for SendError {
+    /// A message that cannot be rendered is refused: retrying cannot help.
+    fn from(e: TemplateError) -> Self {
+        SendError::Permanent(e.to_string())
+    }
 }
 
 /// A rendered message.

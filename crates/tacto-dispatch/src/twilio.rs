@@ -93,10 +93,7 @@ impl TwilioSms {
 
     /// Sends one SMS.
     pub async fn send(&self, m: &Message) -> Result<Accepted, SendError> {
-        let rendered = self
-            .templates
-            .render(m)
-            .map_err(|e| SendError::Permanent(e.to_string()))?;
+        let rendered = self.templates.render(m)?;
         let validity = m
             .not_after
             .since(m.sent_at)

@@ -9,6 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tacto_dispatch::email::UnsubscribeLinks;
 use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
 use tacto_dispatch::sink::{Message, SendError};
 use tacto_dispatch::templates::Templates;
@@ -84,9 +85,11 @@ fn adapter(base_url: String, key: &str) -> Sendgrid {
             api_key: key.into(),
             from_email: "cobranzas@lender.example".into(),
             from_name: Some("Cobranzas".into()),
-            public_url: Some("https://tacto.example".into()),
-            link_secret: Some("links".into()),
-            unsubscribe_mailto: None,
+            unsubscribe: UnsubscribeLinks {
+                public_url: Some("https://tacto.example".into()),
+                link_secret: Some("links".into()),
+                mailto: None,
+            },
             timeout: Duration::from_secs(5),
         },
         Arc::new(Templates::builtin(None)),

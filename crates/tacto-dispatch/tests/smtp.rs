@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
+use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity, UnsubscribeLinks};
 use tacto_dispatch::sink::{Message, SendError};
 use tacto_dispatch::templates::Templates;
 use tacto_model::{Channel, Timestamp};
@@ -55,9 +55,11 @@ fn adapter(port: u16) -> SmtpEmail {
             security: SmtpSecurity::None,
             credentials: None,
             from: "Cobranzas <cobranzas@lender.example>".into(),
-            public_url: Some("https://tacto.example".into()),
-            link_secret: Some("links".into()),
-            unsubscribe_mailto: Some("unsubscribe@lender.example".into()),
+            unsubscribe: UnsubscribeLinks {
+                public_url: Some("https://tacto.example".into()),
+                link_secret: Some("links".into()),
+                mailto: Some("unsubscribe@lender.example".into()),
+            },
             timeout: Duration::from_secs(5),
         },
         Arc::new(Templates::builtin(Some("https://pay.example".into()))),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::dialer_feed::DialerFeed;
-use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity};
+use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity, UnsubscribeLinks};
 use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
 use tacto_dispatch::templates::Templates;
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
@@ -191,6 +191,14 @@ impl ProviderArgs {
         Ok(Arc::new(templates))
     }
 
+    fn unsubscribe_links(&self) -> UnsubscribeLinks {
+        UnsubscribeLinks {
+            public_url: self.public_url.clone(),
+            link_secret: self.link_secret.clone(),
+            mailto: self.unsubscribe_mailto.clone(),
+        }
+    }
+
     /// The SMTP adapter, when a server and a sender are configured.
     fn smtp(&self) -> anyhow::Result<Option<SmtpEmail>> {
         let (Some(host), Some(from)) = (&self.smtp_host, &self.smtp_from) else {
@@ -208,9 +216,7 @@ impl ProviderArgs {
             security,
             credentials: self.smtp_username.clone().zip(self.smtp_password.clone()),
             from: from.clone(),
-            public_url: self.public_url.clone(),
-            link_secret: self.link_secret.clone(),
-            unsubscribe_mailto: self.unsubscribe_mailto.clone(),
+            unsubscribe: self.unsubscribe_links(),
             timeout: std::time::Duration::from_secs(30),
         };
         Ok(Some(
@@ -228,9 +234,7 @@ impl ProviderArgs {
             api_key: key.clone(),
             from_email: from.clone(),
             from_name: None,
-            public_url: self.public_url.clone(),
-            link_secret: self.link_secret.clone(),
-            unsubscribe_mailto: self.unsubscribe_mailto.clone(),
+            unsubscribe: self.unsubscribe_links(),
             timeout: std::time::Duration::from_secs(10),
         };
         Ok(Some(
