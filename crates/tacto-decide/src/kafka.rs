@@ -34,6 +34,11 @@ pub struct StateEntry {
 }
 
 impl StateEntry {
+    /// Encodes a changelog value.
+    pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
+        postcard::to_allocvec(self).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
+    }
+
     /// Decodes a changelog value.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecideError> {
         postcard::from_bytes(bytes).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
@@ -233,9 +238,7 @@ impl KafkaDecide {
                     wake: engine.wake_of(&id),
                     addresses: dir.get(id.as_str()).cloned().unwrap_or_default(),
                 };
-                let value = postcard::to_allocvec(&entry)
-                    .map_err(|e| DecideError::Snapshot(e.to_string()))?;
-                records.push(Record::new(id.as_str(), value));
+                records.push(Record::new(id.as_str(), entry.encode()?));
             }
             records
         };

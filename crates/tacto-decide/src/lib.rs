@@ -102,6 +102,19 @@ impl DecideState {
         self.engine.read().ok()?.store.get(id).cloned()
     }
 
+    /// Whether this copy of the state includes decide's output `event_id` for `account` (see
+    /// [`Account::includes_output`]); an id that is not an output is always included.
+    pub fn includes_output(&self, account: &str, event_id: &str) -> bool {
+        if tacto_policy::account::output_sequence(account, event_id).is_none() {
+            return true;
+        }
+        self.engine.read().is_ok_and(|e| {
+            e.store
+                .get(account)
+                .is_some_and(|a| a.includes_output(event_id))
+        })
+    }
+
     /// The address of an account's contact point.
     pub fn address(&self, account: &str, point: &str, channel: Channel) -> Option<String> {
         self.directory

@@ -97,6 +97,46 @@ impl JobStore for KafkaJobStore {
     }
 }
 
+/// How long dispatch waits for decide's state to include the jobs it is about to handle.
+/// Decide appends a step's jobs before the state they came from (so that a crash in between
+/// makes it decide them again rather than lose them): the state normally follows within
+/// milliseconds, and within a rebalance when decide died in between.
+const VIEW_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads decide's changelog until the view includes the state that made every record of
+/// `batch` (or [`VIEW_WAIT`] has passed: the last look then decides on what it has, and an
+/// unknown job is not sent).
+async fn catch_up_with(
+    follower: &mut PartitionFollower,
+    view: &DecideState,
+    batch: &[&tacto_log::Delivered],
+) {
+    let started = Instant::now();
+    let behind = |view: &DecideState| {
+        batch.iter().any(|r| {
+            r.record
+                .header("ce_id")
+                .is_some_and(|id| !view.includes_output(&r.record.key, id))
+        })
+    };
+    loop {
+        while let Err(e) =
+            tokio::task::block_in_place(|| follower.catch_up(|r| apply_entry(view, r)))
+        {
+            tracing::error!(error = %e, "cannot read decide's state; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !behind(view) {
+            return;
+        }
+        if started.elapsed() > VIEW_WAIT {
+            tracing::warn!(waited = ?started.elapsed(), "decide's state does not include some jobs yet: the last look decides on what it has");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs a dispatch instance on Kafka until `shutdown` turns true. Needs the multi-threaded
 /// Tokio runtime (consumer calls block in place).
 pub async fn run(
@@ -196,12 +236,7 @@ pub async fn run(
             .filter(|r| d.inner.owns(r.position.partition))
             .collect();
         if !mine.is_empty() {
-            while let Err(e) =
-                tokio::task::block_in_place(|| follower.catch_up(|r| apply_entry(&view, r)))
-            {
-                tracing::error!(error = %e, "cannot read decide's state; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            catch_up_with(&mut follower, &view, &mine).await;
         }
         for r in mine {
             while let Err(e) = d.handle(r, clock).await {

@@ -20,8 +20,8 @@ use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tacto_model::{
-    AccountData, AccountId, Channel, DisputeReason, Event, EventBody, Jurisdiction, OutcomeStatus,
-    Timestamp,
+    AccountData, AccountId, Channel, DisputeReason, Event, EventBody, EventId, Jurisdiction,
+    OutcomeStatus, Timestamp,
 };
 use thin_vec::ThinVec;
 
@@ -200,6 +200,20 @@ impl Extras {
     }
 }
 
+/// The id of an account's output number `seq` (from 0): `{account}:o{seq}`.
+pub fn output_id(account: &str, seq: usize) -> EventId {
+    EventId(format!("{account}:o{seq}"))
+}
+
+/// The sequence number of an output id made by [`output_id`] for `account`, if it is one.
+pub fn output_sequence(account: &str, event_id: &str) -> Option<u64> {
+    event_id
+        .strip_prefix(account)?
+        .strip_prefix(":o")?
+        .parse()
+        .ok()
+}
+
 /// The state of one account.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
@@ -363,6 +377,14 @@ impl Account {
     /// Whether the account is open for collection (known, with a positive balance).
     pub fn is_open(&self) -> bool {
         self.profile.is_some() && self.balance_minor > 0
+    }
+
+    /// Whether this state includes the decision output `event_id`. Outputs are numbered per
+    /// account ([`output_id`]), so a reader of a copy that lags behind decide (dispatch's view
+    /// of the decide changelog) can tell whether its copy already has the state that produced
+    /// an output. An id that is not an output of this account is always included.
+    pub fn includes_output(&self, event_id: &str) -> bool {
+        output_sequence(&self.id, event_id).is_none_or(|seq| seq < u64::from(self.outputs))
     }
 
     /// Whether an event with this id was applied recently.

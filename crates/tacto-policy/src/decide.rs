@@ -21,8 +21,7 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use std::sync::Arc;
 use tacto_model::{
-    Channel, ContactJob, DecisionRecord, Event, EventBody, EventId, JobId, Reason, ReasonCode,
-    Timestamp,
+    Channel, ContactJob, DecisionRecord, Event, EventBody, JobId, Reason, ReasonCode, Timestamp,
 };
 
 /// The result of one decision.
@@ -68,7 +67,7 @@ impl Ctx<'_> {
     fn emit(&mut self, body: EventBody) {
         let seq = self.account.outputs as usize + self.out.len();
         self.out.push(Event {
-            id: EventId(format!("{}:o{seq}", self.account.id)),
+            id: crate::account::output_id(&self.account.id, seq),
             occurred_at: Timestamp::from_micros(self.now),
             account_id: self.account.account_id(),
             source: "decide".into(),

@@ -672,3 +672,27 @@ fn every_decision_names_its_rule_pack_source_and_policy_version() {
         }
     }
 }
+
+// ---- Readers of a lagging copy of the state ----------------------------------------------------
+
+#[test]
+fn a_copy_of_the_state_tells_whether_it_includes_an_output() {
+    let (sim, _) = queued_sim();
+    let scheduled = sim
+        .log
+        .iter()
+        .find(|e| matches!(e.body, EventBody::ContactScheduled(_)))
+        .expect("a job");
+    assert!(sim.account.includes_output(&scheduled.id.0));
+    // A copy from before the job was made (the upsert applied, nothing decided yet) does not.
+    let mut before = tacto_policy::Account::new(sim.account.account_id());
+    before.apply(&sim.log[0]);
+    assert!(
+        !before.includes_output(&scheduled.id.0),
+        "{}",
+        scheduled.id.0
+    );
+    // Ids that are not outputs of this account never make a reader wait.
+    assert!(before.includes_output("in-1"));
+    assert!(before.includes_output("OTHER:o0"));
+}

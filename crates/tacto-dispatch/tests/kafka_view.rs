@@ -1,0 +1,133 @@
+//! Dispatch on Kafka reads decide's account states from the `tacto.decide-state` changelog,
+//! which decide appends *after* the jobs of a step. A job that arrives before the state that
+//! made it must wait for that state, not be refused by the last look as "unknown" (which
+//! silently lost reminders whenever the broker was slow between the two appends).
+#![allow(missing_docs)]
+
+use rdkafka::mocking::MockCluster;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tacto_decide::Address;
+use tacto_decide::kafka::StateEntry;
+use tacto_dispatch::{Adapters, DispatchConfig, FileSink};
+use tacto_log::kafka::{KafkaLog, KafkaSettings};
+use tacto_log::{EventLog, Record, events};
+use tacto_model::{Channel, EventBody, Timestamp, samples};
+use tacto_policy::Policy;
+use tacto_policy::engine::Engine;
+
+/// Inside New York's calling hours (10:00 local).
+fn now() -> Timestamp {
+    Timestamp::parse("2026-11-16T15:00:00Z").expect("time")
+}
+
+const POLICY: &str = r#"
+version = "view-1"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [{ day = 0, channel = "sms", template = "reminder" }]
+"#;
+
+/// What decide would append for a new account: its job record and its state record.
+fn decide_outputs(engine: &mut Engine, policy: &Policy, account: &str) -> (Record, Record) {
+    let outputs = engine
+        .input(&samples::sample_account(account), now(), policy)
+        .expect("applied");
+    let job = outputs
+        .iter()
+        .find(|e| matches!(e.body, EventBody::ContactScheduled(_)))
+        .expect("a job at 10:00 in New York");
+    let entry = StateEntry {
+        account: engine.store.get(account).expect("state").clone(),
+        wake: engine.wake_of(account),
+        addresses: vec![Address {
+            point_id: "mobile".into(),
+            channel: Channel::Sms,
+            address: "+12125550100".into(),
+        }],
+    };
+    let state = Record::new(account, entry.encode().expect("encode"));
+    (events::to_record(job).expect("record"), state)
+}
+
+fn sent(outbox: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(outbox)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Whether `ok` turned true within `limit`.
+fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn a_job_that_arrives_before_its_account_state_waits_for_it() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for t in [
+        events::EVENTS,
+        events::CONTACTS,
+        events::DEAD_LETTERS,
+        events::DECIDE_STATE,
+        events::DISPATCH_JOBS,
+    ] {
+        cluster.create_topic(t.name(), 2, 1).expect("topic");
+    }
+    let mut settings = KafkaSettings::new(cluster.bootstrap_servers());
+    settings.session_timeout = Duration::from_secs(6);
+    let log = Arc::new(KafkaLog::connect(settings).expect("connect"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("outbox.jsonl");
+    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let adapters = Arc::new(Adapters::new(FileSink::open(&outbox).expect("outbox")));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let worker = rt.spawn(tacto_dispatch::kafka::run(
+        log.clone(),
+        policy.clone(),
+        adapters,
+        DispatchConfig::default(),
+        now,
+        stopped,
+    ));
+    let mut engine = Engine::new();
+    // A first account, state first: once it is sent, dispatch is in the group and consuming.
+    let (job, state) = decide_outputs(&mut engine, &policy, "W-1");
+    log.append(events::DECIDE_STATE.name(), &[state])
+        .expect("state");
+    log.append(events::CONTACTS.name(), &[job]).expect("job");
+    let warmed_up = within(Duration::from_secs(60), || sent(&outbox).len() == 1);
+    // The second account as decide writes it: the job, and the state a moment later.
+    let waited = warmed_up && {
+        let (job, state) = decide_outputs(&mut engine, &policy, "L-1");
+        log.append(events::CONTACTS.name(), &[job]).expect("job");
+        std::thread::sleep(Duration::from_millis(1500));
+        log.append(events::DECIDE_STATE.name(), &[state])
+            .expect("state");
+        within(Duration::from_secs(30), || sent(&outbox).len() == 2)
+    };
+    // Stopped before asserting, so that a failure does not hang on the running service.
+    stop.send(true).expect("stop");
+    let ran = rt.block_on(worker);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    assert!(warmed_up, "the first job (state first) was never sent");
+    assert!(
+        waited,
+        "the job that came before its state was not sent: {:?}",
+        sent(&outbox)
+    );
+    assert_eq!(sent(&outbox)[1]["account_id"], "L-1");
+    ran.expect("joined").expect("dispatch ran");
+}
