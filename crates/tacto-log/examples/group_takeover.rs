@@ -9,6 +9,12 @@
 //! cargo run -p tacto-log --example group_takeover -- repro 127.0.0.1:9092 20 follower
 //! ```
 //!
+//! `SESSION_MS` (default 4000) and `HEARTBEAT_MS` (default 1000) set the members'
+//! `session.timeout.ms` and `heartbeat.interval.ms`. On Tansu 0.6.0, killing the follower
+//! leaves the survivor with its old assignment in every run with the defaults; with
+//! `HEARTBEAT_MS=2500` the survivor's own session lapses during the 3 s pause Tansu puts on a
+//! rejoining member, the group is formed anew and the survivor takes every partition.
+//!
 //! `member BROKERS GROUP TOPIC` is the child process: it prints `assigned p,p,…` after every
 //! rebalance.
 #![allow(missing_docs)]
@@ -21,15 +27,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tacto_log::kafka::{KafkaLog, KafkaSettings};
 
-const SESSION_MS: u64 = 4_000;
+fn session_ms() -> u64 {
+    std::env::var("SESSION_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4_000)
+}
 
 fn member(brokers: &str, group: &str, topic: &str) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("group.protocol", "classic")
-        .set("session.timeout.ms", SESSION_MS.to_string())
-        .set("heartbeat.interval.ms", "1000")
+        .set("session.timeout.ms", session_ms().to_string())
+        .set(
+            "heartbeat.interval.ms",
+            std::env::var("HEARTBEAT_MS").unwrap_or_else(|_| "1000".into()),
+        )
         .set("enable.auto.commit", "false")
         .set(
             "max.poll.interval.ms",
@@ -131,7 +145,7 @@ fn repro(brokers: &str, runs: usize, kill_first: bool) {
         let _ = a.child.kill(); // SIGKILL
         let _ = a.child.wait();
         let started = Instant::now();
-        let got = b.wait_for(|s| s == "0,1,2,3", Duration::from_millis(SESSION_MS * 6));
+        let got = b.wait_for(|s| s == "0,1,2,3", Duration::from_millis(session_ms() * 6));
         let ok = got == "0,1,2,3";
         if !ok {
             failures += 1;

@@ -626,20 +626,23 @@ impl GroupConsumer {
             changes: Mutex::new(Vec::new()),
             on_revoke,
         };
-        let consumer: BaseConsumer<GroupContext> = settings
-            .client_config()
+        let mut config = settings.client_config();
+        config
             .set("group.id", group)
             .set("group.protocol", "classic")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
-            .set("session.timeout.ms", timeout_ms(settings.session_timeout))
-            .set(
+            .set("session.timeout.ms", timeout_ms(settings.session_timeout));
+        // A quarter of the session unless the operator tuned it (`-X heartbeat.interval.ms=…`).
+        if !settings.properties.contains_key("heartbeat.interval.ms") {
+            config.set(
                 "heartbeat.interval.ms",
                 timeout_ms(settings.session_timeout / 4),
-            )
-            .create_with_context(context)
-            .map_err(kafka)?;
+            );
+        }
+        let consumer: BaseConsumer<GroupContext> =
+            config.create_with_context(context).map_err(kafka)?;
         consumer.subscribe(&[topic]).map_err(kafka)?;
         Ok(Self { consumer })
     }
