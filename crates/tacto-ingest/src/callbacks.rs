@@ -212,7 +212,7 @@ fn unsubscribe_target(s: &Shared, q: &UnsubscribeQuery) -> Result<Channel, Probl
 /// links), whose button makes the one-click POST.
 pub(crate) async fn get_unsubscribe(
     State(s): State<Shared>,
-    axum::extract::Query(q): axum::extract::Query<UnsubscribeQuery>,
+    crate::extract::ProblemQuery(q): crate::extract::ProblemQuery<UnsubscribeQuery>,
     uri: Uri,
 ) -> Result<Response, Problem> {
     unsubscribe_target(&s, &q)?;
@@ -233,7 +233,7 @@ pub(crate) async fn get_unsubscribe(
 /// of that channel, once.
 pub(crate) async fn post_unsubscribe(
     State(s): State<Shared>,
-    axum::extract::Query(q): axum::extract::Query<UnsubscribeQuery>,
+    crate::extract::ProblemQuery(q): crate::extract::ProblemQuery<UnsubscribeQuery>,
 ) -> Result<Response, Problem> {
     let channel = unsubscribe_target(&s, &q)?;
     let e = Event {

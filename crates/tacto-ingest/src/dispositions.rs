@@ -11,11 +11,12 @@
 //!
 //! Other outcomes need the job (`job_id`, Vicidial's `source_id`, which the adapter sets).
 
+use crate::extract::ProblemQuery;
 use crate::problem::Problem;
 use crate::{Shared, parse, submit};
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -199,7 +200,7 @@ pub(crate) struct VicidialDispo {
 
 pub(crate) async fn vicidial_dispo(
     State(s): State<Shared>,
-    Query(q): Query<VicidialDispo>,
+    ProblemQuery(q): ProblemQuery<VicidialDispo>,
 ) -> Result<Response, Problem> {
     let Some(token) = s.config.dialer_token.as_deref() else {
         return Err(Problem::not_found("dialer callbacks are not configured"));

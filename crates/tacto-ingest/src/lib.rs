@@ -6,6 +6,7 @@
 pub mod callbacks;
 pub mod commit;
 pub mod dispositions;
+pub mod extract;
 pub mod import;
 pub mod links;
 pub mod problem;
@@ -16,11 +17,12 @@ pub mod webhook;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use extract::ProblemPath;
 use problem::Problem;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::sync::Arc;
@@ -171,6 +173,7 @@ pub fn router(ingest: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(trace_request))
         .with_state(ingest)
@@ -337,7 +340,7 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 
 async fn put_account(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    ProblemPath(id): ProblemPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -559,7 +562,10 @@ async fn post_event(
     submit(&s, e, unique).await
 }
 
-async fn get_account(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn get_account(
+    State(s): State<Shared>,
+    ProblemPath(id): ProblemPath<String>,
+) -> Result<Response, Problem> {
     match s.view.account(&id) {
         Some(v) => Ok(axum::Json(v).into_response()),
         None => Err(Problem::not_found(format!("no account {id:?}"))),
@@ -577,7 +583,7 @@ struct TimelineItem {
 
 async fn get_timeline(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    ProblemPath(id): ProblemPath<String>,
 ) -> Result<Response, Problem> {
     let log = s.log.clone();
     let key = id.clone();

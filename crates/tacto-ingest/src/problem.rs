@@ -32,6 +32,16 @@ impl Problem {
         }
     }
 
+    /// 405: the endpoint exists, the method does not.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this endpoint does not take that method",
+        )
+    }
+
     /// 400: the body is not the JSON (or CSV) it should be.
     pub fn malformed(detail: impl Into<String>) -> Self {
         Self::new(
