@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, Request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::sync::Arc;
-use tacto_ingest::{AccountView, Ingest, IngestConfig, router, twilio, webhook};
+use tacto_ingest::{AccountView, Ingest, IngestConfig, links, router, twilio, webhook};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
 use tacto_model::{Channel, Timestamp};
@@ -47,7 +47,9 @@ enum Auth {
     Signed,
     /// `X-Twilio-Signature` over the public URL and the form.
     Twilio,
-    /// Its own token or signature in the query, or nothing.
+    /// A signed unsubscribe link (the signature in the query).
+    Link,
+    /// Its own token in the query, or nothing.
     Open,
 }
 
@@ -164,8 +166,8 @@ const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "POST",
-        path: "/v1/unsubscribe?a=A-1&c=sms&s=deadbeef",
-        auth: Auth::Open,
+        path: "/v1/unsubscribe",
+        auth: Auth::Link,
         body: "",
     },
     Endpoint {
@@ -329,8 +331,22 @@ fn request(c: &Case) -> Request<Body> {
     let e = &ENDPOINTS[c.endpoint];
     let body = mutate(e.body, &c.mutation);
     let now = fixed_now().as_micros() / 1_000_000;
-    let mut r = Request::builder().method(e.method).uri(e.path);
     let creds = &c.credentials;
+    let uri = match (e.auth, creds) {
+        (Auth::Link, Credentials::Missing) => format!("{}?account=A-1&channel=sms", e.path),
+        (Auth::Link, Credentials::Valid) => format!(
+            "{}?account=A-1&channel=sms&sig={}",
+            e.path,
+            links::sign_unsubscribe(b"links", "A-1", Channel::Sms)
+        ),
+        (Auth::Link, _) => format!(
+            "{}?account=A-1&channel=sms&sig={}",
+            e.path,
+            links::sign_unsubscribe(b"wrong", "A-1", Channel::Sms)
+        ),
+        _ => e.path.to_owned(),
+    };
+    let mut r = Request::builder().method(e.method).uri(uri);
     match e.auth {
         Auth::Key => {
             r = match creds {
@@ -380,7 +396,7 @@ fn request(c: &Case) -> Request<Body> {
                 ),
             };
         }
-        Auth::Open => {}
+        Auth::Link | Auth::Open => {}
     }
     r.body(Body::from(body)).unwrap_or_default()
 }
