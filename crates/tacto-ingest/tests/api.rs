@@ -3,68 +3,20 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use std::sync::Arc;
 use tacto_ingest::twilio;
-use tacto_ingest::{AccountView, Ingest, IngestConfig, router, webhook};
+use tacto_ingest::webhook;
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
-use tacto_model::{Channel, Timestamp};
+use tacto_model::Channel;
 use tower::ServiceExt;
 
-struct NoView;
-impl AccountView for NoView {
-    fn account(&self, _: &str) -> Option<serde_json::Value> {
-        None
-    }
-    fn ready(&self) -> bool {
-        true
-    }
-    fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String> {
-        if channel == Channel::Sms && address == "+12125550100" {
-            vec!["A".into(), "B".into()]
-        } else {
-            Vec::new()
-        }
-    }
-}
+mod common;
+use common::{Api, fixed_now, full_config};
 
 const TWILIO_TOKEN: &str = "twilio-token";
 
-fn fixed_now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").unwrap_or(Timestamp::from_micros(0))
-}
-
-struct Api {
-    app: axum::Router,
-    log: Arc<EmbeddedLog>,
-    _dir: tempfile::TempDir,
-}
-
 fn api() -> Api {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
-    events::create_topics(&*log, 2).expect("topics");
-    let ingest = Ingest::new(
-        log.clone(),
-        IngestConfig {
-            api_keys: vec!["k1".into()],
-            webhook_secret: Some("whsec".into()),
-            webhook_tolerance_secs: 300,
-            max_body_bytes: 4096,
-            twilio_auth_token: Some(TWILIO_TOKEN.into()),
-            public_url: Some("https://tacto.example".into()),
-            link_secret: Some("links".into()),
-            dialer_token: Some("dial-token".into()),
-            sendgrid_public_key: None,
-        },
-        Arc::new(NoView),
-        fixed_now,
-    );
-    Api {
-        app: router(Arc::new(ingest)),
-        log,
-        _dir: dir,
-    }
+    Api::new(full_config(4096), &["A", "B"], 2)
 }
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String, serde_json::Value) {

@@ -10,33 +10,18 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use std::sync::Arc;
-use tacto_ingest::{AccountView, Ingest, IngestConfig, links, router, twilio, webhook};
+use tacto_ingest::{links, twilio, webhook};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
-use tacto_model::{Channel, Timestamp};
+use tacto_model::Channel;
 use tower::ServiceExt;
 
-struct NoView;
-impl AccountView for NoView {
-    fn account(&self, _: &str) -> Option<serde_json::Value> {
-        None
-    }
-    fn ready(&self) -> bool {
-        true
-    }
-    fn accounts_with_address(&self, _: Channel, _: &str) -> Vec<String> {
-        vec!["A-1".into()]
-    }
-}
+mod common;
+use common::{Api, fixed_now, full_config};
 
 const SECRET: &[u8] = b"whsec";
 const TWILIO_TOKEN: &str = "twilio-token";
 const MAX_BODY: usize = 4096;
-
-fn fixed_now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").unwrap_or(Timestamp::from_micros(0))
-}
 
 /// How an endpoint authenticates.
 #[derive(Clone, Copy, Debug)]
@@ -439,26 +424,11 @@ async fn send(app: &axum::Router, req: Request<Body>) -> Result<Seen, TestCaseEr
 
 #[test]
 fn ten_thousand_bad_requests_get_problems_and_change_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
-    events::create_topics(&*log, 2).expect("topics");
-    let ingest = Ingest::new(
-        log.clone(),
-        IngestConfig {
-            api_keys: vec!["k1".into()],
-            webhook_secret: Some(String::from_utf8_lossy(SECRET).into_owned()),
-            webhook_tolerance_secs: 300,
-            max_body_bytes: MAX_BODY,
-            twilio_auth_token: Some(TWILIO_TOKEN.into()),
-            public_url: Some("https://tacto.example".into()),
-            link_secret: Some("links".into()),
-            dialer_token: Some("dial-token".into()),
-            sendgrid_public_key: None,
-        },
-        Arc::new(NoView),
-        fixed_now,
-    );
-    let app = router(Arc::new(ingest));
+    let Api {
+        app,
+        log,
+        dir: _dir,
+    } = Api::new(full_config(MAX_BODY), &["A-1"], 2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,12 +7,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
+use tacto_ingest::IngestConfig;
 use tacto_ingest::sendgrid::PublicKey;
-use tacto_ingest::{AccountView, Ingest, IngestConfig, router};
-use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
-use tacto_model::{Channel, Timestamp};
 use tower::ServiceExt;
 
 const SCRIPT: &str = r#"
@@ -29,22 +26,8 @@ console.log(JSON.stringify({ publicB64, signature, theirs }));
 
 const TS: &str = "1794841200"; // 2026-11-16T15:00:00Z
 
-fn now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").unwrap_or(Timestamp::from_micros(0))
-}
-
-struct NoView;
-impl AccountView for NoView {
-    fn account(&self, _: &str) -> Option<serde_json::Value> {
-        None
-    }
-    fn ready(&self) -> bool {
-        true
-    }
-    fn accounts_with_address(&self, _: Channel, _: &str) -> Vec<String> {
-        Vec::new()
-    }
-}
+mod common;
+use common::Api;
 
 fn sign(payload: &str) -> (String, String) {
     let out = Command::new("node")
@@ -88,19 +71,18 @@ async fn sendgrid_events_signed_as_sendgrid_signs_them_are_accepted_and_become_e
     ));
     assert!(!key.verify(TS, payload.as_bytes(), "bm90IGEgc2lnbmF0dXJl"));
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
-    events::create_topics(&*log, 1).expect("topics");
-    let ingest = Ingest::new(
-        log.clone(),
+    let Api {
+        app,
+        log,
+        dir: _dir,
+    } = Api::new(
         IngestConfig {
             sendgrid_public_key: Some(public),
             ..IngestConfig::default()
         },
-        Arc::new(NoView),
-        now,
+        &[],
+        1,
     );
-    let app = router(Arc::new(ingest));
     let request = |body: &str, sig: &str| {
         Request::post("/v1/callbacks/sendgrid")
             .header("content-type", "application/json")
