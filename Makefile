@@ -67,9 +67,12 @@ lint: deps
 test: lint test-broker
 	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace
 
+## Figures and method: BENCHMARKS.md. TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench.
 bench: deps
 	$(CARGO) bench -p tacto-policy --bench core
 	$(CARGO) bench -p tacto-policy --bench state_size
+	TACTO_BENCH_ACCOUNTS=100000 $(CARGO) bench -p tacto-decide --bench restore
+	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
 
 fmt:
 	$(CARGO) fmt --all
