@@ -7,6 +7,9 @@
 //! `TACTO_BENCH_RESTARTS`, default 5). A harness, not criterion: one run is minutes long.
 #![allow(missing_docs)]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tacto_decide::{Decide, DecideConfig};

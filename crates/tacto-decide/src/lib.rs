@@ -421,15 +421,11 @@ impl Decide {
                     .map(Output::untraced),
             );
         }
-        self.publish(&outputs, &dead)?;
-        for p in advanced {
-            self.log.commit(
-                &self.config.group,
-                events::EVENTS.name(),
-                p as u32,
-                self.offsets[p],
-            )?;
-        }
+        let commits: Vec<(&str, u32, u64)> = advanced
+            .iter()
+            .map(|&p| (events::EVENTS.name(), p as u32, self.offsets[p]))
+            .collect();
+        self.publish(&outputs, &dead, &commits)?;
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
         if self.since_snapshot > 0
             && (self.since_snapshot >= self.config.snapshot_every_events
@@ -440,12 +436,25 @@ impl Decide {
         Ok(consumed)
     }
 
-    fn publish(&self, outputs: &[Output], dead: &[Record]) -> Result<(), DecideError> {
+    /// Appends a step's decisions, jobs and dead letters and commits the events it consumed, in
+    /// one write on the embedded log. Decisions first: the audit trail never misses a job
+    /// dispatch has seen.
+    fn publish(
+        &self,
+        outputs: &[Output],
+        dead: &[Record],
+        commits: &[(&str, u32, u64)],
+    ) -> Result<(), DecideError> {
         let (decisions, contacts) = output_records(outputs)?;
-        // Decisions first: the audit trail never misses a job dispatch has seen.
-        self.log.append(events::DECISIONS.name(), &decisions)?;
-        self.log.append(events::CONTACTS.name(), &contacts)?;
-        self.log.append(events::DEAD_LETTERS.name(), dead)?;
+        self.log.append_and_commit(
+            &[
+                (events::DECISIONS.name(), &decisions),
+                (events::CONTACTS.name(), &contacts),
+                (events::DEAD_LETTERS.name(), dead),
+            ],
+            &self.config.group,
+            commits,
+        )?;
         Ok(())
     }
 

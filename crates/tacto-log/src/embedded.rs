@@ -53,22 +53,39 @@ impl EmbeddedLog {
         p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
     }
 
-    fn append_in(
+    /// Appends `records` to `topic` inside `tx`, with the tables opened once.
+    fn append_all(
         tx: &redb::WriteTransaction,
+        topic: &str,
+        records: &[Record],
+    ) -> Result<Vec<Position>, LogError> {
+        let partitions = Self::topic_partitions(tx, topic)?;
+        let mut ends = tx.open_table(ENDS).map_err(storage)?;
+        let mut table = tx.open_table(RECORDS).map_err(storage)?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.push(Self::append_in(
+                &mut ends, &mut table, topic, partitions, record,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn append_in(
+        ends: &mut redb::Table<(&str, u32), u64>,
+        table: &mut redb::Table<(&str, u32, u64), &[u8]>,
         topic: &str,
         partitions: u32,
         record: &Record,
     ) -> Result<Position, LogError> {
         let partition = partition_for(&record.key, partitions);
-        let mut ends = tx.open_table(ENDS).map_err(storage)?;
         let offset = ends
             .get((topic, partition))
             .map_err(storage)?
             .map(|v| v.value())
             .unwrap_or(0);
         let bytes = postcard::to_allocvec(record).map_err(storage)?;
-        tx.open_table(RECORDS)
-            .map_err(storage)?
+        table
             .insert((topic, partition, offset), bytes.as_slice())
             .map_err(storage)?;
         ends.insert((topic, partition), offset + 1)
@@ -113,14 +130,42 @@ impl EventLog for EmbeddedLog {
             return Ok(Vec::new());
         }
         let tx = self.db.begin_write().map_err(storage)?;
-        let partitions = Self::topic_partitions(&tx, topic)?;
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(Self::append_in(&tx, topic, partitions, r)?);
-        }
+        let out = Self::append_all(&tx, topic, records)?;
         tx.commit().map_err(storage)?;
         self.wake();
         Ok(out)
+    }
+
+    fn append_and_commit(
+        &self,
+        appends: &[(&str, &[Record])],
+        group: &str,
+        commits: &[(&str, u32, u64)],
+    ) -> Result<(), LogError> {
+        if commits.is_empty() && appends.iter().all(|(_, r)| r.is_empty()) {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(storage)?;
+        let mut wrote = false;
+        for (topic, records) in appends {
+            if !records.is_empty() {
+                Self::append_all(&tx, topic, records)?;
+                wrote = true;
+            }
+        }
+        {
+            let mut offsets = tx.open_table(OFFSETS).map_err(storage)?;
+            for (topic, partition, next) in commits {
+                offsets
+                    .insert((group, *topic, *partition), *next)
+                    .map_err(storage)?;
+            }
+        }
+        tx.commit().map_err(storage)?;
+        if wrote {
+            self.wake();
+        }
+        Ok(())
     }
 
     fn append_unique_many(
@@ -132,24 +177,26 @@ impl EventLog for EmbeddedLog {
         let partitions = Self::topic_partitions(&tx, topic)?;
         let mut out = Vec::with_capacity(items.len());
         let mut wrote = false;
-        for (unique, record) in items {
-            let seen = tx
-                .open_table(UNIQUE)
-                .map_err(storage)?
-                .get((topic, unique.as_str()))
-                .map_err(storage)?
-                .map(|v| v.value());
-            if let Some((partition, offset)) = seen {
-                out.push(Appended::Duplicate(Position { partition, offset }));
-                continue;
+        {
+            let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
+            let mut ends = tx.open_table(ENDS).map_err(storage)?;
+            let mut table = tx.open_table(RECORDS).map_err(storage)?;
+            for (unique, record) in items {
+                let seen = unique_keys
+                    .get((topic, unique.as_str()))
+                    .map_err(storage)?
+                    .map(|v| v.value());
+                if let Some((partition, offset)) = seen {
+                    out.push(Appended::Duplicate(Position { partition, offset }));
+                    continue;
+                }
+                let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
+                unique_keys
+                    .insert((topic, unique.as_str()), (pos.partition, pos.offset))
+                    .map_err(storage)?;
+                out.push(Appended::New(pos));
+                wrote = true;
             }
-            let pos = Self::append_in(&tx, topic, partitions, record)?;
-            tx.open_table(UNIQUE)
-                .map_err(storage)?
-                .insert((topic, unique.as_str()), (pos.partition, pos.offset))
-                .map_err(storage)?;
-            out.push(Appended::New(pos));
-            wrote = true;
         }
         tx.commit().map_err(storage)?;
         if wrote {
@@ -270,6 +317,27 @@ mod tests {
             .collect();
         assert_eq!(values, vec![b"1".to_vec(), b"3".to_vec()]);
         assert_eq!(log.end_offset("t", p).expect("end"), got.len() as u64);
+    }
+
+    #[test]
+    fn outputs_and_offsets_land_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("l")).expect("open");
+        log.create_topic("in", 1).expect("topic");
+        log.create_topic("out", 2).expect("topic");
+        let outs = [rec("a", "1"), rec("b", "2")];
+        log.append_and_commit(&[("out", &outs)], "g", &[("in", 0, 7)])
+            .expect("write");
+        assert_eq!(log.committed("g", "in", 0).expect("c"), 7);
+        let written: u64 = (0..2).map(|p| log.end_offset("out", p).expect("end")).sum();
+        assert_eq!(written, 2);
+        // A write that fails part-way (an unknown topic after a good one) leaves nothing.
+        let err =
+            log.append_and_commit(&[("out", &outs), ("missing", &outs)], "g", &[("in", 0, 9)]);
+        assert!(matches!(err, Err(LogError::UnknownTopic(t)) if t == "missing"));
+        assert_eq!(log.committed("g", "in", 0).expect("c"), 7);
+        let written: u64 = (0..2).map(|p| log.end_offset("out", p).expect("end")).sum();
+        assert_eq!(written, 2);
     }
 
     #[test]

@@ -133,6 +133,24 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         items: &[(String, Record)],
     ) -> Result<Vec<Appended>, LogError>;
+    /// Appends records to several topics, then commits `group`'s next offsets, as one atomic,
+    /// durable write where the backend can (the embedded log: a consumer's outputs and its
+    /// progress land together or not at all). The default does the appends in order, then the
+    /// commits: a crash in between replays the input, which consumers must tolerate anyway.
+    fn append_and_commit(
+        &self,
+        appends: &[(&str, &[Record])],
+        group: &str,
+        commits: &[(&str, u32, u64)],
+    ) -> Result<(), LogError> {
+        for (topic, records) in appends {
+            self.append(topic, records)?;
+        }
+        for (topic, partition, next) in commits {
+            self.commit(group, topic, *partition, *next)?;
+        }
+        Ok(())
+    }
     /// Up to `max` records of a partition from `from` on.
     fn read(
         &self,
