@@ -3,7 +3,8 @@
 //! never outside the allowed hours (every candidate zone), never on a closed day, never over a
 //! rolling cap or inside a conversation wait, never during a promise or dispute hold, never
 //! after full payment, opt-out, cease, bankruptcy, death or an attorney notice. Replaying the
-//! same history yields the same decisions and ids.
+//! same history yields the same decisions and ids. The same holds when the clock jumps across a
+//! daylight-saving change (timers firing hours late, the clock stepped back).
 
 mod common;
 
@@ -87,6 +88,12 @@ struct Scenario {
     start_minutes: u32,
     steps: Vec<(u32, Input)>,
     policy: usize,
+    /// Where the clock starts (minutes are added to it).
+    start: &'static str,
+    /// Clock jumps, in minutes, taken in turn by the timer loop: a timer fires that much late
+    /// (the host slept, or its clock was stepped forward), or, when negative, the clock was
+    /// stepped back before the next input arrives.
+    jumps: Vec<i16>,
 }
 
 /// Country, subdivision, candidate zones, phone numbers.
@@ -182,8 +189,28 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 start_minutes,
                 steps,
                 policy,
+                start: "2026-11-02T00:00:00Z",
+                jumps: Vec::new(),
             },
         )
+}
+
+/// A scenario that starts within two days before a US daylight-saving change (spring forward
+/// on 2026-03-08, fall back on 2026-11-01), in whose clock timers fire late by up to six hours
+/// and inputs can arrive after the clock was stepped back by up to two hours.
+fn dst_scenario() -> impl Strategy<Value = Scenario> {
+    (
+        scenario(),
+        prop_oneof![Just("2026-03-06T12:00:00Z"), Just("2026-10-30T12:00:00Z")],
+        0u32..(60 * 48),
+        prop::collection::vec(-120i16..360, 1..12),
+    )
+        .prop_map(|(mut sc, start, start_minutes, jumps)| {
+            sc.start = start;
+            sc.start_minutes = start_minutes;
+            sc.jumps = jumps;
+            sc
+        })
 }
 
 fn policies() -> Vec<Policy> {
@@ -217,7 +244,9 @@ struct Run {
 fn run(sc: &Scenario, policy: &Policy) -> Run {
     let mut account = Account::new(AccountId("P1".into()));
     let mut world = World::default();
-    let mut now = ts("2026-11-02T00:00:00Z").plus(TimeDelta::minutes(i64::from(sc.start_minutes)));
+    let mut now = ts(sc.start).plus(TimeDelta::minutes(i64::from(sc.start_minutes)));
+    let mut jumps = sc.jumps.iter().copied().cycle();
+    let mut jump = move || i64::from(jumps.next().unwrap_or(0));
     let mut wake: Option<Timestamp>;
     let mut data = sc.spec.data();
     data.declared_zone = sc.declared_zone.map(Into::into);
@@ -242,15 +271,17 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
         EventBody::AccountUpserted(data),
     );
     for (gap, inp) in &sc.steps {
-        let target = now.plus(TimeDelta::minutes(i64::from(*gap)));
-        // The runtime's timers fire in between.
+        let mut target = now.plus(TimeDelta::minutes(i64::from(*gap)));
+        // The runtime's timers fire in between (late when the clock jumped forward).
         while let Some(w) = wake.filter(|w| *w <= target) {
-            now = w.max(now);
+            now = w.max(now).plus(TimeDelta::minutes(jump().max(0)));
+            target = target.max(now);
             let d = settle(&mut account, now, policy);
             world.log.extend(d.events);
             wake = d.next_wake;
         }
-        now = target;
+        // A clock stepped back: the input arrives "before" the last decision.
+        now = target.plus(TimeDelta::minutes(jump().min(0)));
         let seq = world.log.len();
         let last_job = world.log.iter().rev().find_map(|e| match &e.body {
             EventBody::ContactScheduled(j) => Some(j.clone()),
@@ -363,6 +394,18 @@ proptest! {
 
     #[test]
     fn no_contact_ever_breaks_a_rule(sc in scenario()) {
+        let policies = policies();
+        let policy = &policies[sc.policy];
+        let r = run(&sc, policy);
+        let events: Vec<&Event> = r.log.iter().collect();
+        if let Err(e) = tacto_policy::audit::audit_account(&events, policy) {
+            let trace: Vec<String> = r.log.iter().map(|e| format!("{} {} {:?}", e.occurred_at, e.body.type_name(), e.body)).collect();
+            prop_assert!(false, "{e}\n{}", trace.join("\n"));
+        }
+    }
+
+    #[test]
+    fn clock_jumps_across_a_dst_change_never_break_a_rule(sc in dst_scenario()) {
         let policies = policies();
         let policy = &policies[sc.policy];
         let r = run(&sc, policy);
