@@ -367,6 +367,21 @@ impl Decide {
         })
     }
 
+    /// Folds the tail of the log the snapshot does not cover (steps until nothing is left), so
+    /// that the shared state is current before anyone reads it: dispatch's last look must never
+    /// judge a job on a state older than the log (a payment acknowledged before a crash would
+    /// not stop a queued job). Returns how many events it folded.
+    pub fn catch_up(&mut self, now: Timestamp) -> Result<u64, DecideError> {
+        let mut folded = 0;
+        loop {
+            let n = self.step(now)?;
+            if n == 0 {
+                return Ok(folded);
+            }
+            folded += n as u64;
+        }
+    }
+
     /// Processes what is available now: new events of every partition (a batch each) and due
     /// timers. Returns how many events it consumed.
     pub fn step(&mut self, now: Timestamp) -> Result<usize, DecideError> {

@@ -89,3 +89,35 @@ fn snapshot_plus_tail_equals_an_uninterrupted_run() {
         assert_eq!(x.profile, y.profile, "{}", x.id);
     }
 }
+
+#[test]
+fn catch_up_folds_what_was_acknowledged_after_the_snapshot_before_anyone_reads_the_state() {
+    let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
+    let policy = Arc::new(Policy::example());
+    let config = DecideConfig {
+        snapshot_every_events: u64::MAX,
+        snapshot_interval: std::time::Duration::from_secs(3600),
+        ..DecideConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.redb");
+    {
+        let l = EmbeddedLog::open(&path).expect("log");
+        events::create_topics(&l, 2).expect("topics");
+        load(&l, 0, 50, t0);
+        let log: Arc<dyn EventLog> = Arc::new(l);
+        let mut d = Decide::restore(log, policy.clone(), config.clone()).expect("start");
+        while d.step(t0).expect("step") > 0 {}
+        d.snapshot().expect("snapshot");
+    }
+    // Acknowledged after the snapshot, then the process died.
+    let l = EmbeddedLog::open(&path).expect("reopen");
+    load(&l, 50, 80, t0);
+    let log: Arc<dyn EventLog> = Arc::new(l);
+    let mut d = Decide::restore(log, policy, config).expect("restore");
+    assert_eq!(state(&d).len(), 50, "restore alone: the snapshot only");
+    let folded = d.catch_up(t0).expect("catch up");
+    assert!(folded >= 30, "folded {folded}");
+    assert_eq!(state(&d).len(), 80, "caught up: every acknowledged account");
+    assert_eq!(d.catch_up(t0).expect("again"), 0, "nothing left");
+}

@@ -419,8 +419,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         snapshot_interval: std::time::Duration::from_secs(args.snapshot_interval_secs.max(1)),
         ..DecideConfig::default()
     };
-    let decide = Decide::restore(dyn_log.clone(), policy.clone(), decide_config)
+    let mut decide = Decide::restore(dyn_log.clone(), policy.clone(), decide_config)
         .context("cannot restore decide's state")?;
+    // Before dispatch starts: its last look reads this state, which must include everything
+    // acknowledged before the restart.
+    let started = std::time::Instant::now();
+    let folded = tokio::task::block_in_place(|| decide.catch_up(system_now()))
+        .context("cannot fold the tail of the log")?;
+    tracing::info!(
+        events = folded,
+        seconds = started.elapsed().as_secs_f64(),
+        "decide caught up with the log"
+    );
     let state = decide.state.clone();
     let outbox = args.data_dir.join("outbox.jsonl");
     let sink =
