@@ -447,3 +447,80 @@ fn the_json_webhook_adapter_retries_a_throttled_delivery_once() {
         "SMS went to the webhook, not the file"
     );
 }
+
+/// A provider bridge that answers 503 to every delivery, the first one only once `release`
+/// is notified.
+fn unavailable_webhook() -> (String, Received, std::sync::Arc<tokio::sync::Notify>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: Received = Default::default();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (store, gate) = (seen.clone(), release.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/sms",
+                axum::routing::post(
+                    move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
+                        let (store, gate) = (store.clone(), gate.clone());
+                        async move {
+                            let key = headers
+                                .get("Idempotency-Key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let first = {
+                                let mut s = store.lock().expect("lock");
+                                s.push((key, body.0));
+                                s.len() == 1
+                            };
+                            if first {
+                                gate.notified().await;
+                            }
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    },
+                ),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(l, app).await;
+        });
+    });
+    (format!("http://{addr}/sms"), seen, release)
+}
+
+#[test]
+fn a_payment_during_the_retry_backoff_stops_the_retry() {
+    let (url, seen, release) = unavailable_webhook();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tacto::start(dir.path(), &["--sms-webhook", &url]);
+    assert_eq!(
+        t.request("PUT", "/v1/accounts/R", Some(&account(50_000))).0,
+        202
+    );
+    eventually("the first delivery reaches the provider", || {
+        seen.lock().expect("lock").len() == 1
+    });
+    // While that delivery is in flight, the customer pays in full.
+    let pay =
+        r#"{"account_id": "R", "payment_id": "bank-r", "amount_minor": 50000, "currency": "USD"}"#;
+    assert_eq!(t.request("POST", "/v1/payments", Some(pay)).0, 202);
+    eventually("the payment is folded", || {
+        t.request("GET", "/v1/accounts/R", None).1["balance_minor"] == 0
+    });
+    release.notify_one();
+    eventually("the job is reported failed", || {
+        let (_, tl) = t.request("GET", "/v1/accounts/R/timeline", None);
+        tl.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i["event"]["body"]["contact_outcome"]["status"] == "failed")
+        })
+    });
+    // The backoff was 200 ms: give a retry that should not happen time to arrive.
+    std::thread::sleep(Duration::from_millis(600));
+    let got = seen.lock().expect("lock").len();
+    assert_eq!(got, 1, "no retry after the payment: {got} deliveries");
+}

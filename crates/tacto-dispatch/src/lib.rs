@@ -340,6 +340,23 @@ impl Inner {
         self.report(account, &job.job_id, job.channel, status, at)
     }
 
+    /// The last look: whether the account's current state forbids this job now (a payment, a
+    /// STOP, a hold that arrived after the job was decided; an unknown account).
+    fn refused_by_last_look(&self, account: &AccountId, job: &ContactJob, now: Timestamp) -> bool {
+        let verdict = match self.decide.account(account.as_str()) {
+            Some(a) => last_look(&a, job, now, &self.policy),
+            None => Err(Vec::new()),
+        };
+        match verdict {
+            Ok(()) => false,
+            Err(reasons) => {
+                let codes: Vec<_> = reasons.iter().map(|r| r.code).collect();
+                tracing::info!(job = %job.job_id, ?codes, "refused by the last look");
+                true
+            }
+        }
+    }
+
     async fn handle_job(
         &self,
         partition: u32,
@@ -400,13 +417,7 @@ impl Inner {
         }
         // The last look: state may have changed since the job was made (a payment, a STOP).
         let now = clock();
-        let verdict = match self.decide.account(account.as_str()) {
-            Some(a) => last_look(&a, job, now, &self.policy),
-            None => Err(Vec::new()),
-        };
-        if let Err(reasons) = verdict {
-            let codes: Vec<_> = reasons.iter().map(|r| r.code).collect();
-            tracing::info!(job = %job.job_id, ?codes, "refused by the last look");
+        if self.refused_by_last_look(account, job, now) {
             return self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, now);
         }
         let Some(address) =
@@ -449,6 +460,11 @@ impl Inner {
                     }
                     tokio::time::sleep(delay).await;
                     delay *= 2;
+                    // A retry is a new contact attempt: the payment or STOP that arrived
+                    // during the backoff stops it.
+                    if self.refused_by_last_look(account, job, clock()) {
+                        break;
+                    }
                 }
                 Err(SendError::OptedOut(why)) => {
                     tracing::info!(job = %job.job_id, reason = %why, "the recipient opted out with the provider");
