@@ -1,12 +1,13 @@
 # Tacto: two commands do everything on a fresh machine.
 #   make run    Tacto on the embedded default: the HTTP API, decide and dispatch (no external services)
 #   make test   every test (installs what the tests need)
-# Also: make demo (a simulated month of a synthetic portfolio), make bench, make lint, make fmt.
+# Also: make demo (a simulated month of a synthetic portfolio), make bench, make chaos, make lint,
+# make fmt.
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run test bench lint fmt deps system-deps test-broker build demo
+.PHONY: run test bench chaos lint fmt deps system-deps test-broker build demo
 
 ## Debian packages librdkafka is built with (rdkafka's cmake-build feature).
 SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
@@ -65,7 +66,7 @@ lint: deps
 	python3 deploy/lint.py target/debug/tacto
 
 test: lint test-broker
-	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace
+	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace -- --skip a_full_disk
 
 ## Figures and method: BENCHMARKS.md. TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench.
 bench: deps
@@ -73,6 +74,13 @@ bench: deps
 	$(CARGO) bench -p tacto-policy --bench state_size
 	TACTO_BENCH_ACCOUNTS=100000 $(CARGO) bench -p tacto-decide --bench restore
 	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
+
+## Fault injection, bounded in time (a few minutes; figures and method: RELIABILITY.md): 25
+## SIGKILLs of tacto run during 100,000 events against a faulty provider, and a full disk
+## (mounts a tmpfs: run as root). `make test` runs a smaller chaos run (3,000 events, 5 kills).
+chaos: deps
+	TACTO_CHAOS_EVENTS=100000 TACTO_CHAOS_KILLS=25 $(CARGO) test --release -p tacto --test chaos -- --nocapture
+	$(CARGO) test --release -p tacto --test disk_full -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

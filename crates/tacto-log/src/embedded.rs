@@ -1,10 +1,14 @@
 //! The embedded backend: one `redb` database file, ACID and crash-safe (copy-on-write B-trees,
 //! fsync on every commit). An append returns only after its transaction is durable, so an
-//! acknowledged event survives `kill -9` and power loss.
+//! acknowledged event survives `kill -9` and power loss. After a storage failure (a full
+//! disk), the store refuses every operation until reopened; this log reopens it on the next
+//! operation, so service resumes by itself once space is back.
 
 use crate::{Appended, Delivered, EventLog, LogError, Position, Record, partition_for};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
@@ -20,13 +24,29 @@ fn storage(e: impl std::fmt::Display) -> LogError {
 
 /// A durable log in one file.
 pub struct EmbeddedLog {
-    db: Database,
+    path: PathBuf,
+    /// `None` only between closing a failed store and reopening it.
+    db: RwLock<Option<Database>>,
+    /// A storage error happened: reopen before the next operation.
+    failed: AtomicBool,
     notify: watch::Sender<u64>,
 }
 
 impl EmbeddedLog {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        let path = path.as_ref().to_owned();
+        let db = Self::open_database(&path)?;
+        let (notify, _) = watch::channel(0);
+        Ok(Self {
+            path,
+            db: RwLock::new(Some(db)),
+            failed: AtomicBool::new(false),
+            notify,
+        })
+    }
+
+    fn open_database(path: &Path) -> Result<Database, LogError> {
         let db = Database::create(path).map_err(storage)?;
         // Create every table up front so readers never see a missing table.
         let tx = db.begin_write().map_err(storage)?;
@@ -39,8 +59,43 @@ impl EmbeddedLog {
             tx.open_table(META).map_err(storage)?;
         }
         tx.commit().map_err(storage)?;
-        let (notify, _) = watch::channel(0);
-        Ok(Self { db, notify })
+        Ok(db)
+    }
+
+    /// Runs `op` on the store, reopening it first if an earlier operation failed. A storage
+    /// error marks it failed (redb refuses everything after an IO error until reopened).
+    fn with<T>(&self, op: impl FnOnce(&Database) -> Result<T, LogError>) -> Result<T, LogError> {
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self
+            .db
+            .read()
+            .map_err(|_| LogError::Storage("log lock poisoned".into()))?;
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| LogError::Storage("the log is closed after a failure".into()))?;
+        let result = op(db);
+        if matches!(result, Err(LogError::Storage(_))) {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn reopen(&self) -> Result<(), LogError> {
+        let mut guard = self
+            .db
+            .write()
+            .map_err(|_| LogError::Storage("log lock poisoned".into()))?;
+        if !self.failed.load(Ordering::Acquire) && guard.is_some() {
+            return Ok(()); // another caller reopened it
+        }
+        // The file can be opened again only once the failed handle is closed.
+        drop(guard.take());
+        *guard = Some(Self::open_database(&self.path)?);
+        self.failed.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "embedded log reopened after a storage failure");
+        Ok(())
     }
 
     fn wake(&self) {
@@ -96,44 +151,50 @@ impl EmbeddedLog {
 
 impl EventLog for EmbeddedLog {
     fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
-        let partitions = partitions.max(1);
-        let tx = self.db.begin_write().map_err(storage)?;
-        {
-            let mut t = tx.open_table(TOPICS).map_err(storage)?;
-            let existing = t.get(topic).map_err(storage)?.map(|v| v.value());
-            match existing {
-                Some(p) if p == partitions => {}
-                Some(existing) => {
-                    return Err(LogError::PartitionMismatch {
-                        topic: topic.to_owned(),
-                        existing,
-                        requested: partitions,
-                    });
-                }
-                None => {
-                    t.insert(topic, partitions).map_err(storage)?;
+        self.with(|db| {
+            let partitions = partitions.max(1);
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut t = tx.open_table(TOPICS).map_err(storage)?;
+                let existing = t.get(topic).map_err(storage)?.map(|v| v.value());
+                match existing {
+                    Some(p) if p == partitions => {}
+                    Some(existing) => {
+                        return Err(LogError::PartitionMismatch {
+                            topic: topic.to_owned(),
+                            existing,
+                            requested: partitions,
+                        });
+                    }
+                    None => {
+                        t.insert(topic, partitions).map_err(storage)?;
+                    }
                 }
             }
-        }
-        tx.commit().map_err(storage)
+            tx.commit().map_err(storage)
+        })
     }
 
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(TOPICS).map_err(storage)?;
-        let p = t.get(topic).map_err(storage)?.map(|v| v.value());
-        p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(TOPICS).map_err(storage)?;
+            let p = t.get(topic).map_err(storage)?.map(|v| v.value());
+            p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+        })
     }
 
     fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<Position>, LogError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_write().map_err(storage)?;
-        let out = Self::append_all(&tx, topic, records)?;
-        tx.commit().map_err(storage)?;
-        self.wake();
-        Ok(out)
+        self.with(|db| {
+            if records.is_empty() {
+                return Ok(Vec::new());
+            }
+            let tx = db.begin_write().map_err(storage)?;
+            let out = Self::append_all(&tx, topic, records)?;
+            tx.commit().map_err(storage)?;
+            self.wake();
+            Ok(out)
+        })
     }
 
     fn append_and_commit(
@@ -142,30 +203,32 @@ impl EventLog for EmbeddedLog {
         group: &str,
         commits: &[(&str, u32, u64)],
     ) -> Result<(), LogError> {
-        if commits.is_empty() && appends.iter().all(|(_, r)| r.is_empty()) {
-            return Ok(());
-        }
-        let tx = self.db.begin_write().map_err(storage)?;
-        let mut wrote = false;
-        for (topic, records) in appends {
-            if !records.is_empty() {
-                Self::append_all(&tx, topic, records)?;
-                wrote = true;
+        self.with(|db| {
+            if commits.is_empty() && appends.iter().all(|(_, r)| r.is_empty()) {
+                return Ok(());
             }
-        }
-        {
-            let mut offsets = tx.open_table(OFFSETS).map_err(storage)?;
-            for (topic, partition, next) in commits {
-                offsets
-                    .insert((group, *topic, *partition), *next)
-                    .map_err(storage)?;
+            let tx = db.begin_write().map_err(storage)?;
+            let mut wrote = false;
+            for (topic, records) in appends {
+                if !records.is_empty() {
+                    Self::append_all(&tx, topic, records)?;
+                    wrote = true;
+                }
             }
-        }
-        tx.commit().map_err(storage)?;
-        if wrote {
-            self.wake();
-        }
-        Ok(())
+            {
+                let mut offsets = tx.open_table(OFFSETS).map_err(storage)?;
+                for (topic, partition, next) in commits {
+                    offsets
+                        .insert((group, *topic, *partition), *next)
+                        .map_err(storage)?;
+                }
+            }
+            tx.commit().map_err(storage)?;
+            if wrote {
+                self.wake();
+            }
+            Ok(())
+        })
     }
 
     fn append_unique_many(
@@ -173,36 +236,38 @@ impl EventLog for EmbeddedLog {
         topic: &str,
         items: &[(String, Record)],
     ) -> Result<Vec<Appended>, LogError> {
-        let tx = self.db.begin_write().map_err(storage)?;
-        let partitions = Self::topic_partitions(&tx, topic)?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut wrote = false;
-        {
-            let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
-            let mut ends = tx.open_table(ENDS).map_err(storage)?;
-            let mut table = tx.open_table(RECORDS).map_err(storage)?;
-            for (unique, record) in items {
-                let seen = unique_keys
-                    .get((topic, unique.as_str()))
-                    .map_err(storage)?
-                    .map(|v| v.value());
-                if let Some((partition, offset)) = seen {
-                    out.push(Appended::Duplicate(Position { partition, offset }));
-                    continue;
+        self.with(|db| {
+            let tx = db.begin_write().map_err(storage)?;
+            let partitions = Self::topic_partitions(&tx, topic)?;
+            let mut out = Vec::with_capacity(items.len());
+            let mut wrote = false;
+            {
+                let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
+                let mut ends = tx.open_table(ENDS).map_err(storage)?;
+                let mut table = tx.open_table(RECORDS).map_err(storage)?;
+                for (unique, record) in items {
+                    let seen = unique_keys
+                        .get((topic, unique.as_str()))
+                        .map_err(storage)?
+                        .map(|v| v.value());
+                    if let Some((partition, offset)) = seen {
+                        out.push(Appended::Duplicate(Position { partition, offset }));
+                        continue;
+                    }
+                    let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
+                    unique_keys
+                        .insert((topic, unique.as_str()), (pos.partition, pos.offset))
+                        .map_err(storage)?;
+                    out.push(Appended::New(pos));
+                    wrote = true;
                 }
-                let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
-                unique_keys
-                    .insert((topic, unique.as_str()), (pos.partition, pos.offset))
-                    .map_err(storage)?;
-                out.push(Appended::New(pos));
-                wrote = true;
             }
-        }
-        tx.commit().map_err(storage)?;
-        if wrote {
-            self.wake();
-        }
-        Ok(out)
+            tx.commit().map_err(storage)?;
+            if wrote {
+                self.wake();
+            }
+            Ok(out)
+        })
     }
 
     fn read(
@@ -212,59 +277,67 @@ impl EventLog for EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<Delivered>, LogError> {
-        let partitions = self.partitions(topic)?;
-        if partition >= partitions {
-            return Err(LogError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-            });
-        }
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(RECORDS).map_err(storage)?;
-        let mut out = Vec::new();
-        for item in t
-            .range((topic, partition, from)..=(topic, partition, u64::MAX))
-            .map_err(storage)?
-            .take(max)
-        {
-            let (k, v) = item.map_err(storage)?;
-            let record: Record = postcard::from_bytes(v.value()).map_err(storage)?;
-            out.push(Delivered {
-                position: Position {
+        self.with(|db| {
+            let partitions = self.partitions(topic)?;
+            if partition >= partitions {
+                return Err(LogError::UnknownPartition {
+                    topic: topic.to_owned(),
                     partition,
-                    offset: k.value().2,
-                },
-                record,
-            });
-        }
-        Ok(out)
+                });
+            }
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(RECORDS).map_err(storage)?;
+            let mut out = Vec::new();
+            for item in t
+                .range((topic, partition, from)..=(topic, partition, u64::MAX))
+                .map_err(storage)?
+                .take(max)
+            {
+                let (k, v) = item.map_err(storage)?;
+                let record: Record = postcard::from_bytes(v.value()).map_err(storage)?;
+                out.push(Delivered {
+                    position: Position {
+                        partition,
+                        offset: k.value().2,
+                    },
+                    record,
+                });
+            }
+            Ok(out)
+        })
     }
 
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(ENDS).map_err(storage)?;
-        Ok(t.get((topic, partition))
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(ENDS).map_err(storage)?;
+            Ok(t.get((topic, partition))
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
     }
 
     fn commit(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<(), LogError> {
-        let tx = self.db.begin_write().map_err(storage)?;
-        tx.open_table(OFFSETS)
-            .map_err(storage)?
-            .insert((group, topic, partition), next)
-            .map_err(storage)?;
-        tx.commit().map_err(storage)
+        self.with(|db| {
+            let tx = db.begin_write().map_err(storage)?;
+            tx.open_table(OFFSETS)
+                .map_err(storage)?
+                .insert((group, topic, partition), next)
+                .map_err(storage)?;
+            tx.commit().map_err(storage)
+        })
     }
 
     fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, LogError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(OFFSETS).map_err(storage)?;
-        Ok(t.get((group, topic, partition))
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(OFFSETS).map_err(storage)?;
+            Ok(t.get((group, topic, partition))
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -272,18 +345,22 @@ impl EventLog for EmbeddedLog {
     }
 
     fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
-        let tx = self.db.begin_write().map_err(storage)?;
-        tx.open_table(META)
-            .map_err(storage)?
-            .insert(name, value)
-            .map_err(storage)?;
-        tx.commit().map_err(storage)
+        self.with(|db| {
+            let tx = db.begin_write().map_err(storage)?;
+            tx.open_table(META)
+                .map_err(storage)?
+                .insert(name, value)
+                .map_err(storage)?;
+            tx.commit().map_err(storage)
+        })
     }
 
     fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let t = tx.open_table(META).map_err(storage)?;
-        Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(META).map_err(storage)?;
+            Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
+        })
     }
 }
 
