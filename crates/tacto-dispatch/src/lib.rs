@@ -137,6 +137,14 @@ pub trait JobStore: Send + Sync {
     fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError>;
     /// Records the job's state (the account decides the partition).
     fn set_state(&self, account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError>;
+    /// Records several jobs' states; in one durable write where the store can. The default
+    /// records them one by one, in order.
+    fn set_states(&self, states: &[(AccountId, JobId, JobState)]) -> Result<(), LogError> {
+        for (account, job, s) in states {
+            self.set_state(account, job, *s)?;
+        }
+        Ok(())
+    }
 }
 
 /// Job states as blobs of the embedded log.
@@ -153,6 +161,16 @@ impl JobStore for BlobJobStore {
     fn set_state(&self, _account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError> {
         self.0.put_blob(&job_blob(job), s.as_bytes())
     }
+
+    fn set_states(&self, states: &[(AccountId, JobId, JobState)]) -> Result<(), LogError> {
+        let names: Vec<String> = states.iter().map(|(_, job, _)| job_blob(job)).collect();
+        let items: Vec<(&str, &[u8])> = names
+            .iter()
+            .zip(states)
+            .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
+            .collect();
+        self.0.put_blobs(&items)
+    }
 }
 
 /// The dispatch service.
@@ -162,6 +180,8 @@ pub struct Dispatch {
     /// Offsets of jobs still being handled, per partition: the committed offset never passes
     /// them, so a job waiting for its rate limit when the process dies is handled again.
     in_flight: Arc<std::sync::Mutex<Vec<std::collections::BTreeSet<u64>>>>,
+    /// Recalls read from the partition being stepped, not handled yet.
+    recalls: Vec<PendingRecall>,
 }
 
 /// What the dispatcher and its per-job tasks share.
@@ -177,9 +197,47 @@ struct Inner {
     decide: Arc<DecideState>,
     adapters: Arc<Adapters>,
     config: DispatchConfig,
-    limiters: BTreeMap<Channel, DefaultDirectRateLimiter>,
+    limiters: BTreeMap<Channel, Gate>,
     /// Serialises job state transitions: a recall and a send never both win.
     transitions: tokio::sync::Mutex<()>,
+}
+
+/// A channel's rate limit with the queue in front of it. Jobs queue in arrival order (tokio's
+/// mutex is fair) and only the one at the head waits on the limiter: with a million jobs queued
+/// behind a provider's rate, one timer ticks, not a million waking at every token.
+struct Gate {
+    limiter: DefaultDirectRateLimiter,
+    queue: tokio::sync::Mutex<()>,
+}
+
+/// A job's outcome as a record of the events topic, with the key that reports it only once
+/// and the trace it continues.
+fn outcome_record(
+    account: &AccountId,
+    job: &JobId,
+    channel: Channel,
+    status: OutcomeStatus,
+    now: Timestamp,
+    trace: Option<String>,
+) -> Result<(String, tacto_log::Record), LogError> {
+    let e = Event {
+        id: EventId(format!("{job}:dispatch:{status:?}")),
+        occurred_at: now,
+        account_id: account.clone(),
+        source: "dispatch".into(),
+        body: EventBody::ContactOutcome {
+            job_id: Some(job.clone()),
+            channel,
+            status,
+            conversation: false,
+            inbound: false,
+        },
+    };
+    let mut record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
+    if let Some(tp) = trace {
+        record.headers.push((TRACEPARENT.to_owned(), tp));
+    }
+    Ok((format!("event:{}", e.id), record))
 }
 
 fn job_blob(job: &JobId) -> String {
@@ -225,8 +283,13 @@ impl Dispatch {
             .filter(|(_, r)| **r > 0.0 && r.is_finite())
             .filter_map(|(c, r)| {
                 let period = Duration::from_secs_f64(1.0 / r);
-                Quota::with_period(period)
-                    .map(|q| (*c, RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
+                Quota::with_period(period).map(|q| {
+                    let gate = Gate {
+                        limiter: RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)),
+                        queue: tokio::sync::Mutex::new(()),
+                    };
+                    (*c, gate)
+                })
             })
             .collect();
         Ok(Self {
@@ -247,6 +310,7 @@ impl Dispatch {
                 offsets.len()
             ])),
             offsets,
+            recalls: Vec::new(),
         })
     }
 }
@@ -278,27 +342,12 @@ impl Inner {
         status: OutcomeStatus,
         now: Timestamp,
     ) -> Result<(), LogError> {
-        let e = Event {
-            id: EventId(format!("{job}:dispatch:{status:?}")),
-            occurred_at: now,
-            account_id: account.clone(),
-            source: "dispatch".into(),
-            body: EventBody::ContactOutcome {
-                job_id: Some(job.clone()),
-                channel,
-                status,
-                conversation: false,
-                inbound: false,
-            },
-        };
-        let mut record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
         let incoming = JOB_TRACE.try_with(|t| t.clone()).ok().flatten();
-        if let Some(tp) = traceparent(&tracing::Span::current(), incoming.as_deref()) {
-            record.headers.push((TRACEPARENT.to_owned(), tp));
-        }
+        let trace = traceparent(&tracing::Span::current(), incoming.as_deref());
+        let (unique, record) = outcome_record(account, job, channel, status, now, trace)?;
         // Reported at most once, however often a replay reports it again.
         self.log
-            .append_unique(events::EVENTS.name(), &format!("event:{}", e.id), &record)?;
+            .append_unique(events::EVENTS.name(), &unique, &record)?;
         Ok(())
     }
 
@@ -357,6 +406,16 @@ impl Inner {
         }
     }
 
+    /// Whether the job is neither finished (recalled) nor refused by the last look now; quiet
+    /// (the checks after the rate limit log the reason).
+    fn still_wanted(&self, account: &AccountId, job: &ContactJob, now: Timestamp) -> bool {
+        matches!(self.state(&job.job_id), Ok(None))
+            && self
+                .decide
+                .account(account.as_str())
+                .is_some_and(|a| last_look(&a, job, now, &self.policy).is_ok())
+    }
+
     async fn handle_job(
         &self,
         partition: u32,
@@ -386,15 +445,23 @@ impl Inner {
             }
         }
         // Transport rate limit, but never past the job's window.
-        if let Some(limiter) = self.limiters.get(&job.channel) {
+        if let Some(gate) = self.limiters.get(&job.channel) {
             let left = job
                 .not_after
                 .since(clock())
                 .to_std()
                 .unwrap_or(Duration::ZERO);
             let waiting = std::time::Instant::now();
+            let turn = async {
+                let _head = gate.queue.lock().await;
+                // A job recalled or stopped while it queued gives its turn up without spending
+                // the provider's capacity; the checks below finish it.
+                if self.still_wanted(account, job, clock()) {
+                    gate.limiter.until_ready().await;
+                }
+            };
             let ready = tokio::select! {
-                r = tokio::time::timeout(left, limiter.until_ready()) => r,
+                r = tokio::time::timeout(left, turn) => r,
                 _ = self.revoked(partition) => {
                     tracing::info!(job = %job.job_id, "partition taken away: left to its new owner");
                     return Ok(());
@@ -486,62 +553,132 @@ impl Inner {
         )
     }
 
-    async fn handle_recall(
+    /// Handles a run of recalls under one transition lock. Jobs not attempted yet are cancelled
+    /// and confirmed as not sent, the whole run in two durable writes (the jobs' states, then
+    /// their reports: a crash in between reports them on the replay); jobs already with a
+    /// provider are cancelled there where the provider can.
+    async fn handle_recalls(
         &self,
-        account: &AccountId,
-        jobs: &[JobId],
+        recalls: &[PendingRecall],
         now: Timestamp,
     ) -> Result<(), LogError> {
         let _t = self.transitions.lock().await;
-        for job in jobs {
-            let channel = self
-                .decide
-                .account(account.as_str())
-                .and_then(|a| {
-                    a.attempts
-                        .iter()
-                        .find(|x| x.key.job_id(a.id.as_str()) == *job)
-                        .map(|x| x.channel)
-                })
-                .unwrap_or(Channel::Sms);
-            match self.state(job)? {
-                None => {
-                    // Not attempted yet: cancelled here, confirmed as not sent.
-                    self.jobs.set_state(account, job, JobState::NotSent)?;
-                    count_job(channel, "recalled");
-                    tracing::info!(%job, "recall confirmed");
-                    self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut states = Vec::new();
+        let mut reports = Vec::new();
+        for r in recalls {
+            let account = &r.account;
+            for job in &r.jobs {
+                if !seen.insert(job) {
+                    continue; // recalled twice in this run: handled once
                 }
-                // Confirmed before (a replay): the report is de-duplicated.
-                Some(JobState::NotSent) => {
-                    self.report(account, job, channel, OutcomeStatus::NotSent, now)?
-                }
-                // Handed to the provider (or maybe: ambiguous): cancel what it still holds.
-                Some(JobState::Sent | JobState::Ambiguous) => {
-                    match self
-                        .adapters
-                        .for_channel(channel)
-                        .recall(account.as_str(), job.as_str())
-                        .await
-                    {
-                        Some(RecallResult::Cancelled) => {
-                            self.jobs.set_state(account, job, JobState::NotSent)?;
-                            count_job(channel, "recalled");
-                            tracing::info!(%job, "recall confirmed by the provider");
-                            self.report(account, job, channel, OutcomeStatus::NotSent, now)?;
-                        }
-                        Some(RecallResult::Failed(why)) => {
-                            count_job(channel, "recall_failed");
-                            tracing::warn!(%job, reason = %why, "recall failed at the provider");
-                        }
-                        None => tracing::info!(%job, "recall failed: already with the provider"),
+                let channel = self.job_channel(account, job);
+                let cancelled = match self.state(job)? {
+                    // Not attempted yet: cancelled here.
+                    None => {
+                        states.push((account.clone(), job.clone(), JobState::NotSent));
+                        true
                     }
+                    // Confirmed before (a replay): the report is de-duplicated.
+                    Some(JobState::NotSent) => {
+                        reports.push(outcome_record(
+                            account,
+                            job,
+                            channel,
+                            OutcomeStatus::NotSent,
+                            now,
+                            r.trace.clone(),
+                        )?);
+                        false
+                    }
+                    // Handed to the provider (or maybe: ambiguous): cancel what it still holds,
+                    // and record it at once (asking the provider again would not confirm it).
+                    Some(JobState::Sent | JobState::Ambiguous) => {
+                        let cancelled = self
+                            .recall_at_provider(account, job, channel)
+                            .instrument(r.span.clone())
+                            .await;
+                        if cancelled {
+                            self.jobs.set_state(account, job, JobState::NotSent)?;
+                        }
+                        cancelled
+                    }
+                    Some(s) => {
+                        r.span.in_scope(
+                            || tracing::info!(%job, state = ?s, "recall failed: already finished"),
+                        );
+                        false
+                    }
+                };
+                if cancelled {
+                    count_job(channel, "recalled");
+                    r.span.in_scope(|| tracing::info!(%job, "recall confirmed"));
+                    reports.push(outcome_record(
+                        account,
+                        job,
+                        channel,
+                        OutcomeStatus::NotSent,
+                        now,
+                        r.trace.clone(),
+                    )?);
                 }
-                Some(s) => tracing::info!(%job, state = ?s, "recall failed: already finished"),
             }
+        }
+        self.jobs.set_states(&states)?;
+        // Reported at most once, however often a replay reports it again.
+        if !reports.is_empty() {
+            self.log
+                .append_unique_many(events::EVENTS.name(), &reports)?;
         }
         Ok(())
     }
+
+    /// The channel of one of the account's jobs (SMS when the account does not know it).
+    fn job_channel(&self, account: &AccountId, job: &JobId) -> Channel {
+        self.decide
+            .account(account.as_str())
+            .and_then(|a| {
+                a.attempts
+                    .iter()
+                    .find(|x| x.key.job_id(a.id.as_str()) == *job)
+                    .map(|x| x.channel)
+            })
+            .unwrap_or(Channel::Sms)
+    }
+
+    /// Asks the provider to cancel a job it holds; whether it did.
+    async fn recall_at_provider(&self, account: &AccountId, job: &JobId, channel: Channel) -> bool {
+        match self
+            .adapters
+            .for_channel(channel)
+            .recall(account.as_str(), job.as_str())
+            .await
+        {
+            Some(RecallResult::Cancelled) => {
+                tracing::info!(%job, "recall confirmed by the provider");
+                true
+            }
+            Some(RecallResult::Failed(why)) => {
+                count_job(channel, "recall_failed");
+                tracing::warn!(%job, reason = %why, "recall failed at the provider");
+                false
+            }
+            None => {
+                tracing::info!(%job, "recall failed: already with the provider");
+                false
+            }
+        }
+    }
+}
+
+/// A recall read from the contacts topic, handled with the run of recalls it came in.
+struct PendingRecall {
+    offset: u64,
+    account: AccountId,
+    jobs: Vec<JobId>,
+    span: tracing::Span,
+    /// The trace its confirmation continues.
+    trace: Option<String>,
 }
 
 impl Dispatch {
@@ -558,14 +695,44 @@ impl Dispatch {
                 consumed += 1;
                 self.handle(d, clock).await?;
             }
+            self.flush_recalls(p, clock).await?;
         }
         self.commit()?;
         Ok(consumed)
     }
 
-    /// Handles one record of the contacts topic: a job starts its own task, a recall is handled
-    /// now, an undecodable record goes to the dead letters. Moves the partition's offset on.
+    /// Handles the recalls read so far from `partition` as one run, then moves its offset past
+    /// them. On an error the offset stays: the next step reads them again.
+    async fn flush_recalls(
+        &mut self,
+        partition: usize,
+        clock: fn() -> Timestamp,
+    ) -> Result<(), LogError> {
+        let recalls = std::mem::take(&mut self.recalls);
+        let Some(last) = recalls.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        self.inner.handle_recalls(&recalls, clock()).await?;
+        self.offsets[partition] = last + 1;
+        Ok(())
+    }
+
+    /// Handles one record of the contacts topic: a job starts its own task, a recall joins the
+    /// run of recalls handled together (before the next other record, or at the end of the
+    /// partition's batch), an undecodable record goes to the dead letters. Moves the
+    /// partition's offset on.
     async fn handle(&mut self, d: &Delivered, clock: fn() -> Timestamp) -> Result<(), LogError> {
+        let p = d.position.partition as usize;
+        let decoded = events::from_record(&d.record);
+        if !matches!(
+            &decoded,
+            Ok(Event {
+                body: EventBody::JobsRecalled { .. },
+                ..
+            })
+        ) {
+            self.flush_recalls(p, clock).await?;
+        }
         let inner = &self.inner;
         // Looked up once: this runs for every record.
         static CONSUMED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
@@ -580,8 +747,7 @@ impl Dispatch {
                     .clone()
             })
             .inc();
-        let p = d.position.partition as usize;
-        match events::from_record(&d.record) {
+        match decoded {
             Ok(e) => match e.body {
                 EventBody::ContactScheduled(job) => {
                     let inner = inner.clone();
@@ -607,15 +773,15 @@ impl Dispatch {
                 EventBody::JobsRecalled { job_ids, .. } => {
                     let span = tracing::info_span!("dispatch.recall");
                     continue_trace(&span, &d.record.headers);
-                    let incoming = d.record.header(TRACEPARENT).map(str::to_owned);
-                    JOB_TRACE
-                        .scope(
-                            incoming,
-                            inner
-                                .handle_recall(&e.account_id, &job_ids, clock())
-                                .instrument(span),
-                        )
-                        .await?
+                    let trace = traceparent(&span, d.record.header(TRACEPARENT));
+                    self.recalls.push(PendingRecall {
+                        offset: d.position.offset,
+                        account: e.account_id,
+                        jobs: job_ids,
+                        span,
+                        trace,
+                    });
+                    return Ok(()); // the offset moves when the run is handled
                 }
                 _ => {}
             },

@@ -362,6 +362,22 @@ impl EventLog for EmbeddedLog {
             Ok(t.get(name).map_err(storage)?.map(|v| v.value().to_vec()))
         })
     }
+
+    fn put_blobs(&self, items: &[(&str, &[u8])]) -> Result<(), LogError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.with(|db| {
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut t = tx.open_table(META).map_err(storage)?;
+                for (name, value) in items {
+                    t.insert(*name, *value).map_err(storage)?;
+                }
+            }
+            tx.commit().map_err(storage)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +456,24 @@ mod tests {
         };
         assert_eq!(again, Appended::Duplicate(pos));
         assert_eq!(log.end_offset("t", pos.partition).expect("end"), 1);
+    }
+
+    #[test]
+    fn blobs_written_together_are_all_there_after_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l");
+        {
+            let log = EmbeddedLog::open(&path).expect("open");
+            log.put_blob("a", b"old").expect("put");
+            log.put_blobs(&[("a", b"1"), ("b", b"2"), ("c", b"")])
+                .expect("put many");
+            log.put_blobs(&[]).expect("nothing");
+        }
+        let log = EmbeddedLog::open(&path).expect("reopen");
+        assert_eq!(log.get_blob("a").expect("a"), Some(b"1".to_vec()));
+        assert_eq!(log.get_blob("b").expect("b"), Some(b"2".to_vec()));
+        assert_eq!(log.get_blob("c").expect("c"), Some(Vec::new()));
+        assert_eq!(log.get_blob("d").expect("d"), None);
     }
 
     #[test]

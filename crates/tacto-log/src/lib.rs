@@ -171,4 +171,12 @@ pub trait EventLog: Send + Sync {
     fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError>;
     /// A named blob.
     fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError>;
+    /// Stores several named blobs, durably; one atomic write where the backend can (the
+    /// embedded log). The default stores them one by one, in order.
+    fn put_blobs(&self, items: &[(&str, &[u8])]) -> Result<(), LogError> {
+        for (name, value) in items {
+            self.put_blob(name, value)?;
+        }
+        Ok(())
+    }
 }
