@@ -1,4 +1,4 @@
-//! Bytes of account state per account at 100,000 and 1,000,000 accounts.
+//! Bytes of account state per account at 100,000, 1,000,000 and 10,000,000 accounts.
 //!
 //! States come from a simulated month of 10,000 synthetic accounts (see `workload.rs`), each
 //! cloned under new ids up to the target count, held in the `AccountStore` a decide instance uses.
@@ -27,7 +27,7 @@ fn main() {
         "state_size: Account is {} bytes inline",
         std::mem::size_of::<Account>()
     );
-    for n in [100_000usize, 1_000_000] {
+    for n in [100_000usize, 1_000_000, 10_000_000] {
         let region = Region::new(GLOBAL);
         let mut map = AccountStore::with_capacity(n);
         for i in 0..n {
