@@ -68,12 +68,14 @@ lint: deps
 test: lint test-broker
 	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace -- --skip a_full_disk
 
-## Figures and method: BENCHMARKS.md. TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench.
+## Figures and method: BENCHMARKS.md (about 25 minutes). TACTO_BENCH_ACCOUNTS sets the portfolio of the
+## restore bench; the pipeline bench reads TACTO_BENCH_ACCOUNTS and TACTO_BENCH_PAYMENTS (1M and 200k).
 bench: deps
 	$(CARGO) bench -p tacto-policy --bench core
 	$(CARGO) bench -p tacto-policy --bench state_size
 	TACTO_BENCH_ACCOUNTS=100000 $(CARGO) bench -p tacto-decide --bench restore
 	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
+	$(CARGO) bench -p tacto --bench pipeline
 
 ## Fault injection, bounded in time (a few minutes; figures and method: RELIABILITY.md): 25
 ## SIGKILLs of tacto run during 100,000 events against a faulty provider, and a full disk
