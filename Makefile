@@ -68,8 +68,9 @@ lint: deps
 test: lint test-broker
 	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace -- --skip a_full_disk
 
-## Figures and method: BENCHMARKS.md (about half an hour; the pipeline bench alone took 23 min). TACTO_BENCH_ACCOUNTS sets the portfolio of the
-## restore bench; the pipeline bench reads TACTO_BENCH_ACCOUNTS and TACTO_BENCH_PAYMENTS (1M and 200k).
+## Figures and method: BENCHMARKS.md (about half an hour; the pipeline bench alone took 23 min).
+## TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench; the pipeline bench reads
+## TACTO_BENCH_ACCOUNTS and TACTO_BENCH_PAYMENTS (1M and 200k).
 bench: deps
 	$(CARGO) bench -p tacto-policy --bench core
 	$(CARGO) bench -p tacto-policy --bench state_size
