@@ -573,24 +573,15 @@ impl Inner {
                     continue; // recalled twice in this run: handled once
                 }
                 let channel = self.job_channel(account, job);
-                let cancelled = match self.state(job)? {
+                // Whether this run cancelled the job, and whether it reports it not sent.
+                let (cancelled, confirmed) = match self.state(job)? {
                     // Not attempted yet: cancelled here.
                     None => {
                         states.push((account.clone(), job.clone(), JobState::NotSent));
-                        true
+                        (true, true)
                     }
                     // Confirmed before (a replay): the report is de-duplicated.
-                    Some(JobState::NotSent) => {
-                        reports.push(outcome_record(
-                            account,
-                            job,
-                            channel,
-                            OutcomeStatus::NotSent,
-                            now,
-                            r.trace.clone(),
-                        )?);
-                        false
-                    }
+                    Some(JobState::NotSent) => (false, true),
                     // Handed to the provider (or maybe: ambiguous): cancel what it still holds,
                     // and record it at once (asking the provider again would not confirm it).
                     Some(JobState::Sent | JobState::Ambiguous) => {
@@ -601,18 +592,20 @@ impl Inner {
                         if cancelled {
                             self.jobs.set_state(account, job, JobState::NotSent)?;
                         }
-                        cancelled
+                        (cancelled, cancelled)
                     }
                     Some(s) => {
                         r.span.in_scope(
                             || tracing::info!(%job, state = ?s, "recall failed: already finished"),
                         );
-                        false
+                        (false, false)
                     }
                 };
                 if cancelled {
                     count_job(channel, "recalled");
                     r.span.in_scope(|| tracing::info!(%job, "recall confirmed"));
+                }
+                if confirmed {
                     reports.push(outcome_record(
                         account,
                         job,
