@@ -245,6 +245,11 @@ pub async fn run(
             }
             seen.insert(r.position.partition);
         }
+        // The batch's last run of recalls.
+        while let Err(e) = d.flush_recalls(clock).await {
+            tracing::error!(error = %e, "dispatch failed; retrying the recalls");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         for p in &seen {
             consumer.done(*p, d.handled_upto(*p as usize));
         }

@@ -666,6 +666,7 @@ impl Inner {
 
 /// A recall read from the contacts topic, handled with the run of recalls it came in.
 struct PendingRecall {
+    partition: usize,
     offset: u64,
     account: AccountId,
     jobs: Vec<JobId>,
@@ -688,43 +689,42 @@ impl Dispatch {
                 consumed += 1;
                 self.handle(d, clock).await?;
             }
-            self.flush_recalls(p, clock).await?;
+            self.flush_recalls(clock).await?;
         }
         self.commit()?;
         Ok(consumed)
     }
 
-    /// Handles the recalls read so far from `partition` as one run, then moves its offset past
-    /// them. On an error the offset stays: the next step reads them again.
-    async fn flush_recalls(
-        &mut self,
-        partition: usize,
-        clock: fn() -> Timestamp,
-    ) -> Result<(), LogError> {
-        let recalls = std::mem::take(&mut self.recalls);
-        let Some(last) = recalls.last().map(|r| r.offset) else {
+    /// Handles the recalls read so far (all of one partition) as one run, then moves the
+    /// partition's offset past them. On an error they stay pending and the offset stays: the
+    /// next call handles them again (confirmations are idempotent).
+    pub(crate) async fn flush_recalls(&mut self, clock: fn() -> Timestamp) -> Result<(), LogError> {
+        let Some((partition, last)) = self.recalls.last().map(|r| (r.partition, r.offset)) else {
             return Ok(());
         };
-        self.inner.handle_recalls(&recalls, clock()).await?;
+        self.inner.handle_recalls(&self.recalls, clock()).await?;
+        self.recalls.clear();
         self.offsets[partition] = last + 1;
         Ok(())
     }
 
     /// Handles one record of the contacts topic: a job starts its own task, a recall joins the
-    /// run of recalls handled together (before the next other record, or at the end of the
-    /// partition's batch), an undecodable record goes to the dead letters. Moves the
-    /// partition's offset on.
+    /// run of recalls handled together (before the next other record or the next record of
+    /// another partition; callers flush the run at the end of a batch), an undecodable record
+    /// goes to the dead letters. Moves the partition's offset on.
     async fn handle(&mut self, d: &Delivered, clock: fn() -> Timestamp) -> Result<(), LogError> {
         let p = d.position.partition as usize;
         let decoded = events::from_record(&d.record);
-        if !matches!(
+        let recall = matches!(
             &decoded,
             Ok(Event {
                 body: EventBody::JobsRecalled { .. },
                 ..
             })
-        ) {
-            self.flush_recalls(p, clock).await?;
+        );
+        let other_partition = self.recalls.first().is_some_and(|r| r.partition != p);
+        if !recall || other_partition {
+            self.flush_recalls(clock).await?;
         }
         let inner = &self.inner;
         // Looked up once: this runs for every record.
@@ -768,6 +768,7 @@ impl Dispatch {
                     continue_trace(&span, &d.record.headers);
                     let trace = traceparent(&span, d.record.header(TRACEPARENT));
                     self.recalls.push(PendingRecall {
+                        partition: p,
                         offset: d.position.offset,
                         account: e.account_id,
                         jobs: job_ids,
