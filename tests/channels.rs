@@ -7,8 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Form, Json, Router};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tacto_ingest::twilio;
@@ -113,35 +114,25 @@ impl Tacto {
     fn start_with(twilio_url: &str, rate_sms: &str, policy: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
-            .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--policy")
-            .arg(dir.path().join("policy.toml"))
-            .args(["--twilio-account-sid", SID, "--twilio-auth-token", TOKEN])
-            .args([
-                "--twilio-from",
-                "+15005550006",
-                "--twilio-base-url",
-                twilio_url,
-            ])
-            .args(["--public-url", PUBLIC, "--rate-sms", rate_sms])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tacto run");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("first line");
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, base) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_tacto"))
+                .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg("--policy")
+                .arg(dir.path().join("policy.toml"))
+                .args(["--twilio-account-sid", SID, "--twilio-auth-token", TOKEN])
+                .args([
+                    "--twilio-from",
+                    "+15005550006",
+                    "--twilio-base-url",
+                    twilio_url,
+                ])
+                .args(["--public-url", PUBLIC, "--rate-sms", rate_sms])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
         Self { child, base, dir }
     }
 

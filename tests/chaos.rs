@@ -13,7 +13,6 @@
 #![allow(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,29 +134,19 @@ struct Proc {
 }
 
 fn start(dir: &Path, provider: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
-        .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--policy")
-        .arg(dir.join("policy.toml"))
-        .args(["--sms-webhook", provider, "--rate-sms", "2000"])
-        // Snapshots often, so that kills land before, during and after them.
-        .args(["--snapshot-every-events", "2000"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tacto run");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("first line");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("tacto run did not start: {line:?}"))
-        .to_owned();
+    let (child, base) = common::spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--policy")
+            .arg(dir.join("policy.toml"))
+            .args(["--sms-webhook", provider, "--rate-sms", "2000"])
+            // Snapshots often, so that kills land before, during and after them.
+            .args(["--snapshot-every-events", "2000"])
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null()),
+    );
     Proc { child, base }
 }
 

@@ -6,7 +6,6 @@
 //! `TACTO_DISK_FULL_MIB` sets the size (default 6).
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,26 +60,16 @@ impl Drop for Killed {
 }
 
 fn start(dir: &Path, data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
-        .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--policy")
-        .arg(dir.join("policy.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tacto run");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("first line");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("tacto run did not start: {line:?}"))
-        .to_owned();
+    let (child, base) = common::spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_tacto"))
+            .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--policy")
+            .arg(dir.join("policy.toml"))
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null()),
+    );
     (child, base)
 }
 

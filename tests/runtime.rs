@@ -2,7 +2,6 @@
 //! outbox, including a `kill -9` in the middle of a run.
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,35 +18,23 @@ struct Tacto {
 impl Tacto {
     fn start(dir: &Path, extra: &[&str]) -> Self {
         std::fs::write(dir.join("policy.toml"), POLICY).expect("policy");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
-            .args([
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--api-keys",
-                "k1",
-                "--data-dir",
-            ])
-            .arg(dir.join("data"))
-            .arg("--policy")
-            .arg(dir.join("policy.toml"))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tacto run");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("first line");
-        // Keep reading what it prints, so that it never writes into a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, base) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_tacto"))
+                .args([
+                    "run",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--api-keys",
+                    "k1",
+                    "--data-dir",
+                ])
+                .arg(dir.join("data"))
+                .arg("--policy")
+                .arg(dir.join("policy.toml"))
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
         Self {
             child,
             base,

@@ -16,3 +16,24 @@ id = "ZZ"
 name = "Test territory without hour restrictions"
 zones = ["UTC"]
 "#;
+
+/// Starts `tacto run` (or another command that prints `listening on URL` first) with its
+/// standard output piped; returns the process and the URL. Keeps reading what it prints, so
+/// that it never writes into a closed pipe.
+pub fn spawn_listening(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tacto run");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("first line");
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("tacto run did not start: {line:?}"))
+        .to_owned();
+    (child, base)
+}

@@ -16,12 +16,14 @@
 //! dispatch's last look refuses it (the recall record on the log follows in the same step).
 //! Figures are printed; BENCHMARKS.md records them. Run: `cargo bench -p tacto --bench pipeline`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
 
 const POLICY: &str = r#"
 version = "bench-1"
@@ -55,27 +57,17 @@ struct Tacto {
 
 impl Tacto {
     fn start(dir: &Path, rate_sms: usize) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
-            .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "bench"])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--policy")
-            .arg(dir.join("policy.toml"))
-            .args(["--rate-sms", &rate_sms.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tacto run");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("first line");
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("tacto run did not start: {line:?}"))
-            .to_owned();
+        let (child, base) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_tacto"))
+                .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "bench"])
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .arg("--policy")
+                .arg(dir.join("policy.toml"))
+                .args(["--rate-sms", &rate_sms.to_string()])
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit()),
+        );
         Self { child, base }
     }
 
