@@ -37,3 +37,6 @@ pub fn spawn_listening(cmd: &mut std::process::Command) -> (std::process::Child,
         .to_owned();
     (child, base)
 }
+
+pub mod chaos;
+pub mod kafka;
