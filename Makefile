@@ -78,11 +78,15 @@ bench: deps
 	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
 	$(CARGO) bench -p tacto --bench pipeline
 
-## Fault injection, bounded in time (a few minutes; figures and method: RELIABILITY.md): 25
-## SIGKILLs of tacto run during 100,000 events against a faulty provider, and a full disk
-## (mounts a tmpfs: run as root). `make test` runs a smaller chaos run (3,000 events, 5 kills).
-chaos: deps
+## Fault injection, bounded in time (figures and method: RELIABILITY.md): 25 SIGKILLs of tacto
+## run during 100,000 events against a faulty provider; on Kafka, 25 SIGKILLs of decide and
+## dispatch and the broker down for 30 s during 100,000 events; and a full disk (mounts a tmpfs:
+## run as root). `make test` runs smaller chaos runs (3,000 events and 5 kills embedded; 2,000
+## events, 4 kills and the broker down 5 s on Kafka).
+chaos: deps test-broker
 	TACTO_CHAOS_EVENTS=100000 TACTO_CHAOS_KILLS=25 $(CARGO) test --release -p tacto --test chaos -- --nocapture
+	PATH="$$HOME/.cargo/bin:$$PATH" TACTO_CHAOS_EVENTS=100000 TACTO_CHAOS_KILLS=25 \
+	  TACTO_CHAOS_BROKER_DOWN_SECS=30 $(CARGO) test --release -p tacto --test kafka_chaos -- --nocapture
 	$(CARGO) test --release -p tacto --test disk_full -- --nocapture
 
 fmt:

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use tacto_log::{Record, events};
 use tacto_model::{EventBody, OutcomeStatus};
 
-/// The balance of every account of the run.
-pub const BALANCE: i64 = 50_000;
+use super::{BALANCE, account_body};
 
 /// A size of the run from the environment (`_` allowed as a digit separator).
 pub fn env(name: &str, default: usize) -> usize {
@@ -139,17 +138,6 @@ pub struct Ack {
     pub partition: u32,
     pub offset: u64,
     pub at: Instant,
-}
-
-pub fn account_body() -> String {
-    serde_json::json!({
-        "person_id": "p", "currency": "USD",
-        "debts": [{"debt_id": "d1", "balance_minor": BALANCE, "due_date": "2026-01-01"}],
-        "jurisdiction": {"country": "ZZ"},
-        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
-        "language": "en"
-    })
-    .to_string()
 }
 
 /// Sends until the API acknowledges (a killed process refuses connections or drops them).

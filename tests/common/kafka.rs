@@ -2,7 +2,8 @@
 //! as separate processes around it: what the Kafka end-to-end tests and the Kafka chaos run share.
 
 use super::POLICY;
-use std::collections::BTreeMap;
+pub use super::account_body;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,7 +115,12 @@ pub struct Service {
 
 impl Service {
     pub fn start(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Self {
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("service log");
+        // Appended to: a restarted service keeps the log of its earlier lives.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .expect("service log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tacto"))
             .args(args)
             .arg("--listen")
@@ -201,18 +207,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// An account with one debt and an SMS contact point with consent, in the test territory.
-pub fn account_body() -> String {
-    serde_json::json!({
-        "person_id": "p", "currency": "USD",
-        "debts": [{"debt_id": "d1", "balance_minor": 50_000, "due_date": "2026-01-01"}],
-        "jurisdiction": {"country": "ZZ"},
-        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
-        "language": "en"
-    })
-    .to_string()
 }
 
 /// Waits until `ok`, or panics after `limit`.
@@ -309,24 +303,24 @@ impl Cluster {
     }
 
     pub fn dispatch(&self, rate_sms: &str) -> Service {
-        let policy = self.policy();
-        let data = self.path().join("dispatch");
-        Service::start(
-            self.path(),
+        self.dispatch_with(&["--rate-sms", rate_sms])
+    }
+
+    /// A dispatch instance with extra options (channels, rates, group settings).
+    pub fn dispatch_with(&self, extra: &[&str]) -> Service {
+        let (policy, broker) = (self.policy(), self.broker.addr());
+        let data = self.path().join("dispatch").display().to_string();
+        let mut args = vec![
             "dispatch",
-            &[
-                "dispatch",
-                "--brokers",
-                &self.broker.addr(),
-                "--policy",
-                &policy,
-                "--data-dir",
-                &data.display().to_string(),
-                "--rate-sms",
-                rate_sms,
-            ],
-            &self.env,
-        )
+            "--brokers",
+            &broker,
+            "--policy",
+            &policy,
+            "--data-dir",
+            &data,
+        ];
+        args.extend_from_slice(extra);
+        Service::start(self.path(), "dispatch", &args, &self.env)
     }
 
     /// What a service has logged so far.
@@ -353,8 +347,23 @@ impl Cluster {
         m
     }
 
-    /// Every record of one of this cluster's topics.
+    /// Every record of one of this cluster's topics, partition by partition.
     pub fn topic(&self, topic: events::Topic) -> Vec<Record> {
+        let mut out = Vec::new();
+        self.read_topic(topic, |_, _, r| out.push(r));
+        out
+    }
+
+    /// Every record of one of this cluster's topics, by position (partition, offset).
+    pub fn records_at(&self, topic: events::Topic) -> HashMap<(u32, u64), Record> {
+        let mut out = HashMap::new();
+        self.read_topic(topic, |p, offset, r| {
+            out.insert((p, offset), r);
+        });
+        out
+    }
+
+    fn read_topic(&self, topic: events::Topic, mut each: impl FnMut(u32, u64, Record)) {
         let topic = &format!(
             "{}{}",
             self.prefix,
@@ -364,17 +373,17 @@ impl Cluster {
                 .unwrap_or_default()
         );
         let log = self.broker.log();
-        let mut out = Vec::new();
         for p in 0..log.partitions(topic).expect("partitions") {
             let mut from = 0;
             loop {
                 let batch = log.read(topic, p, from, 500).expect("read");
                 let Some(last) = batch.last() else { break };
                 from = last.position.offset + 1;
-                out.extend(batch.into_iter().map(|d| d.record));
+                for d in batch {
+                    each(p, d.position.offset, d.record);
+                }
             }
         }
-        out
     }
 
     pub fn decision_kinds(&self, account: &str) -> Vec<String> {

@@ -38,5 +38,20 @@ pub fn spawn_listening(cmd: &mut std::process::Command) -> (std::process::Child,
     (child, base)
 }
 
+/// The balance of the accounts [`account_body`] makes.
+pub const BALANCE: i64 = 50_000;
+
+/// An account with one debt and an SMS contact point with consent, in the test territory.
+pub fn account_body() -> String {
+    serde_json::json!({
+        "person_id": "p", "currency": "USD",
+        "debts": [{"debt_id": "d1", "balance_minor": BALANCE, "due_date": "2026-01-01"}],
+        "jurisdiction": {"country": "ZZ"},
+        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
+        "language": "en"
+    })
+    .to_string()
+}
+
 pub mod chaos;
 pub mod kafka;
