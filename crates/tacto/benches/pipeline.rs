@@ -1,5 +1,7 @@
-//! The embedded pipeline at portfolio scale, through its public interfaces: the real `tacto run`
-//! binary (ingest, decide and dispatch in one process on the embedded log), driven over HTTP.
+//! The pipeline at portfolio scale, through its public interfaces, driven over HTTP: the real
+//! `tacto run` binary (ingest, decide and dispatch in one process on the embedded log), or with
+//! `TACTO_BENCH_BACKEND=kafka` the three services `tacto ingest`, `tacto decide` and `tacto
+//! dispatch` as separate processes on the test broker (Tansu, 4 partitions).
 //!
 //! 1. Load: `TACTO_BENCH_ACCOUNTS` accounts (default 1,000,000) imported as CSV; timed until
 //!    decide has folded every one and dispatch has taken every job (each account gets an SMS
@@ -14,6 +16,10 @@
 //!
 //! "Recalled" is what the API shows: decide has folded the payment and withdrawn the job, so
 //! dispatch's last look refuses it (the recall record on the log follows in the same step).
+//! On Kafka, the same run then measures the raw broker: the load's records (the same account
+//! events, Avro-encoded) produced to a fresh 4-partition topic while a consumer reads them
+//! back, through the same client library (rdkafka), as the ceiling for the load's rate.
+//!
 //! Figures are printed; BENCHMARKS.md records them. Run: `cargo bench -p tacto --bench pipeline`.
 
 use std::path::Path;
@@ -24,29 +30,20 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+use common::chaos::env;
+use common::kafka::{Cluster, Service};
+use common::{BALANCE, POLICY};
 
-const POLICY: &str = r#"
-version = "bench-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-[[pack_overrides]]
-id = "ZZ"
-name = "Bench territory without hour restrictions"
-zones = ["UTC"]
-"#;
+const KEY: &str = "Bearer k1";
 
-const BALANCE: i64 = 50_000;
-const KEY: &str = "Bearer bench";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
+/// Resident memory of a process, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// `tacto run`, killed when dropped.
@@ -59,7 +56,7 @@ impl Tacto {
     fn start(dir: &Path, rate_sms: usize) -> Self {
         let (child, base) = common::spawn_listening(
             Command::new(env!("CARGO_BIN_EXE_tacto"))
-                .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "bench"])
+                .args(["run", "--listen", "127.0.0.1:0", "--api-keys", "k1"])
                 .arg("--data-dir")
                 .arg(dir.join("data"))
                 .arg("--policy")
@@ -70,23 +67,80 @@ impl Tacto {
         );
         Self { child, base }
     }
-
-    /// Resident memory of the process, from /proc.
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
 }
 
 impl Drop for Tacto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The three Kafka services on the test broker.
+struct KafkaServices {
+    // Dropped first: the services stop before the broker.
+    ingest: Service,
+    decide: Service,
+    dispatch: Service,
+    cluster: Cluster,
+}
+
+/// The system under test.
+enum Backend {
+    Embedded(Tacto),
+    Kafka(Box<KafkaServices>),
+}
+
+impl Backend {
+    fn start(kafka: bool, dir: &Path, rate_sms: usize) -> Self {
+        if !kafka {
+            std::fs::write(dir.join("policy.toml"), POLICY).expect("policy");
+            return Self::Embedded(Tacto::start(dir, rate_sms));
+        }
+        let mut cluster = Cluster::new(4);
+        // Per-event info lines would be what the bench measures.
+        cluster.env.push(("RUST_LOG".into(), "warn".into()));
+        let decide = cluster.decide("decide");
+        let dispatch = cluster.dispatch(&rate_sms.to_string());
+        let ingest = cluster.ingest();
+        Self::Kafka(Box::new(KafkaServices {
+            ingest,
+            decide,
+            dispatch,
+            cluster,
+        }))
+    }
+
+    /// The URL of the HTTP API.
+    fn api(&self) -> &str {
+        match self {
+            Self::Embedded(t) => &t.base,
+            Self::Kafka(k) => &k.ingest.base,
+        }
+    }
+
+    /// Where the services' `/metrics` are.
+    fn metrics(&self) -> Vec<&str> {
+        match self {
+            Self::Embedded(t) => vec![&t.base],
+            Self::Kafka(k) => vec![&k.decide.base, &k.dispatch.base],
+        }
+    }
+
+    /// Resident memory of Tacto's processes (the broker's apart).
+    fn rss(&self) -> String {
+        match self {
+            Self::Embedded(t) => format!("resident {:.0} MiB", rss_mib(t.child.id())),
+            Self::Kafka(k) => {
+                let broker = k.cluster.broker.child.as_ref().map_or(0.0, |c| rss_mib(c.id()));
+                format!(
+                    "resident: ingest {:.0}, decide {:.0}, dispatch {:.0}, broker {broker:.0} MiB",
+                    rss_mib(k.ingest.child.id()),
+                    rss_mib(k.decide.child.id()),
+                    rss_mib(k.dispatch.child.id()),
+                )
+            }
+        }
     }
 }
 
@@ -125,13 +179,17 @@ struct Counters {
     dispatch_consumed: u64,
 }
 
-fn counters(agent: &ureq::Agent, base: &str) -> Counters {
-    let text = agent
-        .get(format!("{base}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
+/// The counters, summed over the services whose `/metrics` are at `bases`.
+fn counters(agent: &ureq::Agent, bases: &[&str]) -> Counters {
+    let mut text = String::new();
+    for base in bases {
+        text += &agent
+            .get(format!("{base}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+    }
     let mut c = Counters::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
@@ -145,6 +203,8 @@ fn counters(agent: &ureq::Agent, base: &str) -> Counters {
                 c.dispatch_consumed += v;
             }
         } else if name.starts_with("tacto_consumer_lag") && name.contains("service=\"decide\"") {
+            // The embedded log's lag (on Kafka librdkafka samples it every 5 s, labelled with
+            // the group: the consumed counts alone tell there).
             c.decide_lag += v;
         }
     }
@@ -153,10 +213,10 @@ fn counters(agent: &ureq::Agent, base: &str) -> Counters {
 
 /// Waits until decide has consumed `decide` events with no lag and dispatch `dispatch`
 /// records; returns when that was first seen.
-fn wait_for(agent: &ureq::Agent, base: &str, decide: u64, dispatch: u64) -> Instant {
+fn wait_for(agent: &ureq::Agent, bases: &[&str], decide: u64, dispatch: u64) -> Instant {
     let limit = Instant::now() + Duration::from_secs(3600);
     loop {
-        let c = counters(agent, base);
+        let c = counters(agent, bases);
         if c.decide_consumed >= decide && c.decide_lag == 0 && c.dispatch_consumed >= dispatch {
             return Instant::now();
         }
@@ -316,6 +376,54 @@ fn steady(base: &str, unpaid: &Unpaid, rate: usize, secs: u64) -> usize {
     sent.load(Ordering::Relaxed)
 }
 
+/// The raw broker as a ceiling: `n` account events, Avro-encoded as ingest writes them, produced
+/// to a fresh 4-partition topic by two threads in batches of 1,000 (each batch acknowledged by
+/// the broker, as ingest's are) while a consumer follows the topic; returns the produce rate
+/// and the rate until the consumer has read every record, per second.
+fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
+    use tacto_log::kafka::PartitionFollower;
+    use tacto_log::{EventLog, events};
+    let log = cluster.broker.log();
+    let topic = "bench.raw";
+    log.create_topic(topic, 4).expect("create the raw topic");
+    let at = tacto_model::Timestamp::parse("2026-12-01T12:00:00Z").expect("time");
+    let records: Vec<tacto_log::Record> = (0..n as u64)
+        .map(|i| events::to_record(&tacto_model::synthetic::account(7, i, at)).expect("record"))
+        .collect();
+    let started = Instant::now();
+    let (produced, consumed) = std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut f = PartitionFollower::new(log.settings(), topic).expect("follower");
+            f.follow(&[0, 1, 2, 3]).expect("follow");
+            let mut got = 0;
+            while got < n {
+                f.catch_up(|_| got += 1).expect("consume");
+            }
+            started.elapsed()
+        });
+        let producers: Vec<_> = records
+            .chunks(n.div_ceil(2).max(1))
+            .map(|part| {
+                let log = &log;
+                s.spawn(move || {
+                    for batch in part.chunks(1_000) {
+                        log.append(topic, batch).expect("produce");
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().expect("producer");
+        }
+        let produced = started.elapsed();
+        (produced, consumer.join().expect("consumer"))
+    });
+    (
+        n as f64 / produced.as_secs_f64(),
+        n as f64 / consumed.as_secs_f64(),
+    )
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter that is not ours means "not this bench".
     if std::env::args()
@@ -324,16 +432,20 @@ fn main() {
     {
         return;
     }
+    let kafka = std::env::var("TACTO_BENCH_BACKEND").is_ok_and(|b| b == "kafka");
     let accounts = env("TACTO_BENCH_ACCOUNTS", 1_000_000);
     let payments = env("TACTO_BENCH_PAYMENTS", 200_000).min(accounts / 2);
     let rate_sms = env("TACTO_BENCH_RATE_SMS", 100);
     let chunk = 50_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
-    let tacto = Tacto::start(dir.path(), rate_sms);
-    let base = tacto.base.clone();
+    let system = Backend::start(kafka, dir.path(), rate_sms);
+    let base = system.api().to_owned();
+    let metrics = system.metrics();
     let http = agent();
-    println!("embedded pipeline: {accounts} accounts, SMS at {rate_sms}/s");
+    println!(
+        "{} pipeline: {accounts} accounts, SMS at {rate_sms}/s",
+        if kafka { "Kafka" } else { "embedded" }
+    );
 
     // 1. Load.
     let started = Instant::now();
@@ -354,17 +466,17 @@ fn main() {
         from = to;
     }
     let imported = started.elapsed();
-    let folded = wait_for(&http, &base, accounts as u64, accounts as u64) - started;
+    let folded = wait_for(&http, &metrics, accounts as u64, accounts as u64) - started;
     println!(
         "load: {accounts} accounts acknowledged in {:.1} s ({:.0}/s); folded by decide and every \
-         job taken by dispatch after {:.1} s: {:.0} accounts/s through the pipeline; resident {:.0} MiB",
+         job taken by dispatch after {:.1} s: {:.0} accounts/s through the pipeline; {}",
         imported.as_secs_f64(),
         accounts as f64 / imported.as_secs_f64(),
         folded.as_secs_f64(),
         accounts as f64 / folded.as_secs_f64(),
-        tacto.rss_mib()
+        system.rss()
     );
-    let base_counts = counters(&http, &base);
+    let base_counts = counters(&http, &metrics);
 
     // 2. Flood, with the probe.
     let unpaid = Unpaid(AtomicUsize::new(0), accounts);
@@ -378,7 +490,7 @@ fn main() {
         // Each payment is one event for decide, and its recall one record for dispatch.
         let caught_up = wait_for(
             &http,
-            &base,
+            &metrics,
             base_counts.decide_consumed + paid as u64,
             base_counts.dispatch_consumed + paid as u64,
         ) - started;
@@ -389,12 +501,12 @@ fn main() {
     let flood_rate = paid as f64 / caught_up.as_secs_f64();
     println!(
         "flood: {paid} payments from {clients} clients acknowledged in {:.1} s ({:.0}/s); \
-         folded and recalled after {:.1} s: {:.0} payments/s through the pipeline; resident {:.0} MiB",
+         folded and recalled after {:.1} s: {:.0} payments/s through the pipeline; {}",
         acked.as_secs_f64(),
         paid as f64 / acked.as_secs_f64(),
         caught_up.as_secs_f64(),
         flood_rate,
-        tacto.rss_mib()
+        system.rss()
     );
     percentiles("under the flood", under_flood);
 
@@ -419,4 +531,15 @@ fn main() {
         &format!("at {rate} payments/s"),
         latencies.into_inner().unwrap_or_default(),
     );
+
+    // 4. On Kafka, the raw broker for the load's records.
+    if let Backend::Kafka(k) = &system {
+        let (produce, through) = raw_broker(&k.cluster, accounts);
+        let load_rate = accounts as f64 / folded.as_secs_f64();
+        println!(
+            "raw broker: {accounts} account records produced at {produce:.0}/s, produced and \
+             consumed at {through:.0}/s; the pipeline's load reached {:.0}% of it",
+            100.0 * load_rate / through
+        );
+    }
 }
