@@ -146,7 +146,7 @@ fn sigkills_and_a_faulty_provider_lose_nothing_send_nothing_twice_and_break_no_r
             restarts
         })
     };
-    let acks = run_clients(&running.base, &acked, workers, events, seed);
+    let acks = run_clients(&running.base, &acked, workers, events, seed, 0);
     let pushed = started.elapsed();
     let restarts = killer.join().expect("killer");
 

@@ -181,20 +181,26 @@ pub fn send(base: &RwLock<String>, method: &str, path: &str, body: &str) -> serd
     }
 }
 
-/// One client: its own accounts, each upserted, then followed by random events.
+/// One client: its own accounts, each upserted, then followed by random events, one every
+/// `pace` at most.
 pub fn client(
     base: &RwLock<String>,
     acked: &AtomicUsize,
     worker: usize,
     events: usize,
     seed: u64,
+    pace: Duration,
 ) -> Vec<Ack> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut acks = Vec::with_capacity(events);
     // Open accounts and their remaining balance (those still contactable).
     let mut open: Vec<(String, i64)> = Vec::new();
     let mut n = 0;
+    let started = Instant::now();
     for i in 0..events {
+        if let Some(wait) = (started + pace * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         if i % 4 == 0 || open.is_empty() {
             let id = format!("w{worker}-a{n}");
             n += 1;
@@ -497,19 +503,28 @@ pub fn wait_quiet(deliveries: &Deliveries) {
     }
 }
 
-/// Runs `workers` clients of `events / workers` events each against the API at `base`;
-/// `acked` counts acknowledgements as they come.
+/// Runs `workers` clients of `events / workers` events each against the API at `base`,
+/// offering at most `rate` events per second in all (0: as fast as acknowledged); `acked`
+/// counts acknowledgements as they come.
 pub fn run_clients(
     base: &Arc<RwLock<String>>,
     acked: &Arc<AtomicUsize>,
     workers: usize,
     events: usize,
     seed: u64,
+    rate: usize,
 ) -> Vec<Ack> {
+    let pace = if rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(workers as f64 / rate as f64)
+    };
     let clients: Vec<_> = (0..workers)
         .map(|w| {
             let (base, acked) = (base.clone(), acked.clone());
-            std::thread::spawn(move || client(&base, &acked, w, events / workers, seed + w as u64))
+            std::thread::spawn(move || {
+                client(&base, &acked, w, events / workers, seed + w as u64, pace)
+            })
         })
         .collect();
     clients

@@ -132,7 +132,12 @@ impl Backend {
         match self {
             Self::Embedded(t) => format!("resident {:.0} MiB", rss_mib(t.child.id())),
             Self::Kafka(k) => {
-                let broker = k.cluster.broker.child.as_ref().map_or(0.0, |c| rss_mib(c.id()));
+                let broker = k
+                    .cluster
+                    .broker
+                    .child
+                    .as_ref()
+                    .map_or(0.0, |c| rss_mib(c.id()));
                 format!(
                     "resident: ingest {:.0}, decide {:.0}, dispatch {:.0}, broker {broker:.0} MiB",
                     rss_mib(k.ingest.child.id()),
