@@ -326,7 +326,7 @@ fn percentiles(name: &str, mut v: Vec<u64>) {
         return;
     }
     println!(
-        "{name}: {} samples; payment-to-recall p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "{name}: {} samples; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         v.len(),
         at(0.50),
         at(0.99),
@@ -429,6 +429,32 @@ fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
     )
 }
 
+/// The raw broker's latency for one hop: `n` records produced one at a time to a fresh
+/// topic, each timed from the produce call until a follower has read it, in microseconds.
+fn raw_hop(cluster: &Cluster, n: usize) -> Vec<u64> {
+    use tacto_log::kafka::PartitionFollower;
+    use tacto_log::{EventLog, events};
+    let log = cluster.broker.log();
+    let topic = "bench.hop";
+    log.create_topic(topic, 1).expect("create the hop topic");
+    let at = tacto_model::Timestamp::parse("2026-12-01T12:00:00Z").expect("time");
+    let mut f = PartitionFollower::new(log.settings(), topic).expect("follower");
+    f.follow(&[0]).expect("follow");
+    let mut seen = 0;
+    (0..n as u64)
+        .map(|i| {
+            let record =
+                events::to_record(&tacto_model::synthetic::account(9, i, at)).expect("record");
+            let started = Instant::now();
+            log.append(topic, &[record]).expect("produce");
+            while seen <= i {
+                f.catch_up(|_| seen += 1).expect("consume");
+            }
+            started.elapsed().as_micros() as u64
+        })
+        .collect()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter that is not ours means "not this bench".
     if std::env::args()
@@ -513,7 +539,7 @@ fn main() {
         flood_rate,
         system.rss()
     );
-    percentiles("under the flood", under_flood);
+    percentiles("payment-to-recall under the flood", under_flood);
 
     // 3. Steady load at a fixed rate below the flood's.
     let rate = env("TACTO_BENCH_STEADY_RATE", (flood_rate / 2.0) as usize).max(1);
@@ -533,7 +559,7 @@ fn main() {
         sent as f64 / 20.0
     );
     percentiles(
-        &format!("at {rate} payments/s"),
+        &format!("payment-to-recall at {rate} payments/s"),
         latencies.into_inner().unwrap_or_default(),
     );
 
@@ -545,6 +571,10 @@ fn main() {
             "raw broker: {accounts} account records produced at {produce:.0}/s, produced and \
              consumed at {through:.0}/s; the pipeline's load reached {:.0}% of it",
             100.0 * load_rate / through
+        );
+        percentiles(
+            "raw broker, one hop (produce, then read)",
+            raw_hop(&k.cluster, 200),
         );
     }
 }
