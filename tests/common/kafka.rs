@@ -269,35 +269,28 @@ impl Cluster {
     }
 
     pub fn ingest(&self) -> Service {
-        Service::start(
-            self.path(),
-            "ingest",
-            &[
-                "ingest",
-                "--brokers",
-                &self.broker.addr(),
-                "--api-keys",
-                "k1",
-            ],
-            &self.env,
-        )
+        self.ingest_with(&[])
+    }
+
+    /// An ingest instance with extra options (e.g. `-X` librdkafka properties).
+    pub fn ingest_with(&self, extra: &[&str]) -> Service {
+        let broker = self.broker.addr();
+        let mut args = vec!["ingest", "--brokers", &broker, "--api-keys", "k1"];
+        args.extend_from_slice(extra);
+        Service::start(self.path(), "ingest", &args, &self.env)
     }
 
     pub fn decide(&self, name: &str) -> Service {
         self.decide_with(name, &[])
     }
 
+    /// A decide instance with extra options; its group session is 4 s unless they set one.
     pub fn decide_with(&self, name: &str, extra: &[&str]) -> Service {
         let (policy, broker) = (self.policy(), self.broker.addr());
-        let mut args = vec![
-            "decide",
-            "--brokers",
-            &broker,
-            "--policy",
-            &policy,
-            "--session-timeout-ms",
-            "4000",
-        ];
+        let mut args = vec!["decide", "--brokers", &broker, "--policy", &policy];
+        if !extra.contains(&"--session-timeout-ms") {
+            args.extend(["--session-timeout-ms", "4000"]);
+        }
         args.extend_from_slice(extra);
         Service::start(self.path(), name, &args, &self.env)
     }

@@ -85,6 +85,24 @@ struct KafkaServices {
     cluster: Cluster,
 }
 
+/// `fetch.wait.max.ms=N` for every Kafka consumer when `TACTO_BENCH_FETCH_WAIT_MS` is set. The
+/// test broker answers a fetch only when that wait is over, even when records are there
+/// (librdkafka's default is 500 ms); Kafka answers as soon as `fetch.min.bytes` (1) is there.
+fn fetch_wait() -> Option<String> {
+    std::env::var("TACTO_BENCH_FETCH_WAIT_MS")
+        .ok()
+        .map(|ms| format!("fetch.wait.max.ms={ms}"))
+}
+
+/// A client of the test broker with the bench's consumer settings.
+fn raw_log(cluster: &Cluster) -> tacto_log::kafka::KafkaLog {
+    let mut settings = tacto_log::kafka::KafkaSettings::new(cluster.broker.addr());
+    if let Some((k, v)) = fetch_wait().as_deref().and_then(|p| p.split_once('=')) {
+        settings.properties.insert(k.into(), v.into());
+    }
+    tacto_log::kafka::KafkaLog::connect(settings).expect("kafka client")
+}
+
 /// The system under test.
 enum Backend {
     Embedded(Tacto),
@@ -100,9 +118,14 @@ impl Backend {
         let mut cluster = Cluster::new(4);
         // Per-event info lines would be what the bench measures.
         cluster.env.push(("RUST_LOG".into(), "warn".into()));
-        let decide = cluster.decide("decide");
-        let dispatch = cluster.dispatch(&rate_sms.to_string());
-        let ingest = cluster.ingest();
+        let fetch = fetch_wait();
+        let props: Vec<&str> = fetch.iter().flat_map(|p| ["-X", p.as_str()]).collect();
+        let decide = cluster.decide_with("decide", &props);
+        let rate = rate_sms.to_string();
+        let mut dispatch_args = vec!["--rate-sms", &rate];
+        dispatch_args.extend_from_slice(&props);
+        let dispatch = cluster.dispatch_with(&dispatch_args);
+        let ingest = cluster.ingest_with(&props);
         Self::Kafka(Box::new(KafkaServices {
             ingest,
             decide,
@@ -388,7 +411,7 @@ fn steady(base: &str, unpaid: &Unpaid, rate: usize, secs: u64) -> usize {
 fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
     use tacto_log::kafka::PartitionFollower;
     use tacto_log::{EventLog, events};
-    let log = cluster.broker.log();
+    let log = raw_log(cluster);
     let topic = "bench.raw";
     log.create_topic(topic, 4).expect("create the raw topic");
     let at = tacto_model::Timestamp::parse("2026-12-01T12:00:00Z").expect("time");
@@ -434,7 +457,7 @@ fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
 fn raw_hop(cluster: &Cluster, n: usize) -> Vec<u64> {
     use tacto_log::kafka::PartitionFollower;
     use tacto_log::{EventLog, events};
-    let log = cluster.broker.log();
+    let log = raw_log(cluster);
     let topic = "bench.hop";
     log.create_topic(topic, 1).expect("create the hop topic");
     let at = tacto_model::Timestamp::parse("2026-12-01T12:00:00Z").expect("time");
