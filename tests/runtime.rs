@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::POLICY;
+use common::{POLICY, account_owing};
 
 struct Tacto {
     child: Child,
@@ -130,17 +130,6 @@ impl Drop for Tacto {
     }
 }
 
-fn account(balance: i64) -> String {
-    serde_json::json!({
-        "person_id": "p", "currency": "USD",
-        "debts": [{"debt_id": "d1", "balance_minor": balance, "due_date": "2026-01-01"}],
-        "jurisdiction": {"country": "ZZ"},
-        "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
-        "language": "en"
-    })
-    .to_string()
-}
-
 fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -158,12 +147,14 @@ fn a_payment_in_full_recalls_the_queued_job_and_nothing_is_sent() {
     // One SMS per 100 s: the first account's job goes out, the second one's waits.
     let t = Tacto::start(dir.path(), &["--rate-sms", "0.01"]);
     assert_eq!(
-        t.request("PUT", "/v1/accounts/A", Some(&account(50_000))).0,
+        t.request("PUT", "/v1/accounts/A", Some(&account_owing(50_000)))
+            .0,
         202
     );
     eventually("A's reminder is sent", || t.outbox().len() == 1);
     assert_eq!(
-        t.request("PUT", "/v1/accounts/B", Some(&account(50_000))).0,
+        t.request("PUT", "/v1/accounts/B", Some(&account_owing(50_000)))
+            .0,
         202
     );
     eventually("B's job is scheduled", || {
@@ -274,13 +265,21 @@ fn kill_9_loses_no_acknowledged_event_and_sends_nothing_twice() {
     let snapshots = ["--snapshot-every-events", "15"];
     let t = Tacto::start(dir.path(), &snapshots);
     for i in 0..20 {
-        let (status, _) = t.request("PUT", &format!("/v1/accounts/K{i}"), Some(&account(10_000)));
+        let (status, _) = t.request(
+            "PUT",
+            &format!("/v1/accounts/K{i}"),
+            Some(&account_owing(10_000)),
+        );
         assert_eq!(status, 202);
     }
     eventually("the first 20 reminders", || t.outbox().len() == 20);
     // Acknowledged, then killed at once: some of these are not yet decided or sent.
     for i in 20..60 {
-        let (status, _) = t.request("PUT", &format!("/v1/accounts/K{i}"), Some(&account(10_000)));
+        let (status, _) = t.request(
+            "PUT",
+            &format!("/v1/accounts/K{i}"),
+            Some(&account_owing(10_000)),
+        );
         assert_eq!(status, 202);
     }
     t.kill9();
@@ -410,7 +409,8 @@ fn the_json_webhook_adapter_retries_a_throttled_delivery_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Tacto::start(dir.path(), &["--sms-webhook", &url]);
     assert_eq!(
-        t.request("PUT", "/v1/accounts/W", Some(&account(50_000))).0,
+        t.request("PUT", "/v1/accounts/W", Some(&account_owing(50_000)))
+            .0,
         202
     );
     eventually("the job is reported sent", || {
@@ -485,7 +485,8 @@ fn a_payment_during_the_retry_backoff_stops_the_retry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Tacto::start(dir.path(), &["--sms-webhook", &url]);
     assert_eq!(
-        t.request("PUT", "/v1/accounts/R", Some(&account(50_000))).0,
+        t.request("PUT", "/v1/accounts/R", Some(&account_owing(50_000)))
+            .0,
         202
     );
     eventually("the first delivery reaches the provider", || {

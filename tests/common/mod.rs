@@ -41,11 +41,17 @@ pub fn spawn_listening(cmd: &mut std::process::Command) -> (std::process::Child,
 /// The balance of the accounts [`account_body`] makes.
 pub const BALANCE: i64 = 50_000;
 
-/// An account with one debt and an SMS contact point with consent, in the test territory.
+/// An account with one debt of [`BALANCE`] and an SMS contact point with consent, in the test
+/// territory.
 pub fn account_body() -> String {
+    account_owing(BALANCE)
+}
+
+/// [`account_body`] with a debt of `balance` (minor units).
+pub fn account_owing(balance: i64) -> String {
     serde_json::json!({
         "person_id": "p", "currency": "USD",
-        "debts": [{"debt_id": "d1", "balance_minor": BALANCE, "due_date": "2026-01-01"}],
+        "debts": [{"debt_id": "d1", "balance_minor": balance, "due_date": "2026-01-01"}],
         "jurisdiction": {"country": "ZZ"},
         "contact_points": [{"id": "mobile", "channel": "sms", "address": "+12125550100", "consent": true}],
         "language": "en"
