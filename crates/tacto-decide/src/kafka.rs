@@ -10,7 +10,7 @@
 //! sends a job id once). On revocation it commits and drops the partition's accounts.
 
 use crate::{
-    Address, DecideConfig, DecideError, DecideState, Output, apply_record, output_records,
+    Contacts, DecideConfig, DecideError, DecideState, Output, apply_record, output_records,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -29,19 +29,30 @@ pub struct StateEntry {
     pub account: Account,
     /// Its pending wake-up.
     pub wake: Option<Timestamp>,
-    /// Its contact addresses (personal data, as on the events topic).
-    pub addresses: Vec<Address>,
+    /// Its personal data: contact addresses and identity answers (as on the events topic).
+    pub contacts: Contacts,
 }
+
+/// The first two bytes of a changelog value: `T` and the layout version of [`StateEntry`].
+/// Values of another layout are refused by name instead of being misread.
+const ENTRY_MAGIC: [u8; 2] = [b'T', 2];
 
 impl StateEntry {
     /// Encodes a changelog value.
     pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
-        postcard::to_allocvec(self).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
+        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
+            .map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
     }
 
     /// Decodes a changelog value.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecideError> {
-        postcard::from_bytes(bytes).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
+        let body = bytes.strip_prefix(&ENTRY_MAGIC[..]).ok_or_else(|| {
+            DecideError::Snapshot(format!(
+                "changelog: not a layout-{} entry (written by another Tacto version)",
+                ENTRY_MAGIC[1]
+            ))
+        })?;
+        postcard::from_bytes(body).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
     }
 }
 
@@ -67,7 +78,7 @@ pub fn restore_partition(
     for d in entries {
         match StateEntry::decode(&d.record.value) {
             Ok(entry) => {
-                dir.insert(entry.account.id.to_string(), entry.addresses);
+                dir.insert(entry.account.id.to_string(), entry.contacts);
                 engine.insert(entry.account, entry.wake);
             }
             Err(e) => {
@@ -84,7 +95,7 @@ pub fn apply_entry(view: &DecideState, d: tacto_log::Delivered) {
     match StateEntry::decode(&d.record.value) {
         Ok(entry) => {
             if let Ok(mut dir) = view.directory.write() {
-                dir.insert(entry.account.id.to_string(), entry.addresses);
+                dir.insert(entry.account.id.to_string(), entry.contacts);
             }
             if let Ok(mut e) = view.engine.write() {
                 e.insert(entry.account, None);
@@ -236,7 +247,7 @@ impl KafkaDecide {
                 let entry = StateEntry {
                     account: account.clone(),
                     wake: engine.wake_of(&id),
-                    addresses: dir.get(id.as_str()).cloned().unwrap_or_default(),
+                    contacts: dir.get(id.as_str()).cloned().unwrap_or_default(),
                 };
                 records.push(Record::new(id.as_str(), entry.encode()?));
             }
@@ -302,5 +313,40 @@ impl KafkaDecide {
         }
         consumer.commit();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tacto_model::{IdentityAnswers, samples};
+
+    #[test]
+    fn changelog_entries_round_trip_and_other_layouts_are_refused_by_name() {
+        let mut account = tacto_policy::decide::empty("A-1");
+        account.apply(&samples::sample_account("A-1"));
+        let entry = StateEntry {
+            account,
+            wake: None,
+            contacts: Contacts {
+                addresses: Vec::new(),
+                identity: Some(IdentityAnswers {
+                    birth_date: None,
+                    document_last_digits: Some("4321".into()),
+                }),
+            },
+        };
+        let bytes = entry.encode().expect("encode");
+        let back = StateEntry::decode(&bytes).expect("decode");
+        assert_eq!(back.account, entry.account);
+        assert_eq!(back.contacts, entry.contacts);
+        // A value of the first layout (no prefix) is named, not misread.
+        let old = postcard::to_allocvec(&entry.account).expect("encode");
+        let err = StateEntry::decode(&old).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("another Tacto version")),
+            "{err:?}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tacto_log::{Delivered, EventLog, LogError, Record, events};
 use tacto_model::validate::validate_input;
-use tacto_model::{Channel, Event, EventBody, Timestamp};
+use tacto_model::{Channel, Event, EventBody, IdentityAnswers, Timestamp};
 use tacto_policy::engine::Engine;
 use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
@@ -66,13 +66,23 @@ pub struct Address {
     pub address: String,
 }
 
+/// An account's personal data that decide keeps beside (never in) its state: where to reach
+/// the customer, and the answers of the self-service identity check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contacts {
+    /// Contact addresses.
+    pub addresses: Vec<Address>,
+    /// Identity check answers, if the system of record sent any.
+    pub identity: Option<IdentityAnswers>,
+}
+
 /// State shared with ingest (account views) and dispatch (last look, addresses).
 #[derive(Default)]
 pub struct DecideState {
     /// Accounts and timers.
     pub engine: RwLock<Engine>,
-    /// Addresses by account id.
-    pub directory: RwLock<HashMap<String, Vec<Address>>>,
+    /// Personal data by account id.
+    pub directory: RwLock<HashMap<String, Contacts>>,
     ready: AtomicBool,
 }
 
@@ -121,6 +131,7 @@ impl DecideState {
             .read()
             .ok()?
             .get(account)?
+            .addresses
             .iter()
             .find(|a| a.point_id == point && a.channel == channel)
             .map(|a| a.address.clone())
@@ -148,8 +159,8 @@ impl tacto_ingest::AccountView for DecideState {
             .read()
             .map(|d| {
                 d.iter()
-                    .filter(|(_, points)| {
-                        points
+                    .filter(|(_, c)| {
+                        c.addresses
                             .iter()
                             .any(|p| p.channel == channel && p.address == address)
                     })
@@ -166,11 +177,13 @@ struct Snapshot {
     offsets: Vec<u64>,
     accounts: Vec<Account>,
     wakes: Vec<(String, Timestamp)>,
-    directory: Vec<(String, Vec<Address>)>,
+    directory: Vec<(String, Contacts)>,
 }
 
 const SNAPSHOT: &str = "decide/snapshot";
-const SNAPSHOT_VERSION: u32 = 1;
+/// The layout of [`Snapshot`] (and of the account state in it). A snapshot of another version
+/// is not read: decide rebuilds its state from the start of the log instead.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// The decide service.
 pub struct Decide {
@@ -184,10 +197,12 @@ pub struct Decide {
     last_snapshot: Instant,
 }
 
-fn addresses(e: &Event) -> Option<Vec<Address>> {
+/// The personal data an account upsert carries (replacing what was known).
+fn contacts(e: &Event) -> Option<Contacts> {
     match &e.body {
-        EventBody::AccountUpserted(d) => Some(
-            d.contact_points
+        EventBody::AccountUpserted(d) => Some(Contacts {
+            addresses: d
+                .contact_points
                 .iter()
                 .map(|p| Address {
                     point_id: p.id.clone(),
@@ -195,7 +210,8 @@ fn addresses(e: &Event) -> Option<Vec<Address>> {
                     address: p.address.clone(),
                 })
                 .collect(),
-        ),
+            identity: d.identity.clone(),
+        }),
         _ => None,
     }
 }
@@ -254,7 +270,7 @@ fn apply_record(
         .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
     match event {
         Ok(e) => {
-            if let Some(a) = addresses(&e)
+            if let Some(a) = contacts(&e)
                 && let Ok(mut dir) = state.directory.write()
             {
                 dir.insert(e.account_id.0.clone(), a);
@@ -333,6 +349,16 @@ impl Decide {
         let state = Arc::new(DecideState::default());
         let mut offsets = vec![0; partitions];
         if let Some(bytes) = log.get_blob(SNAPSHOT)? {
+            // The version leads the snapshot: read it alone first, so that a snapshot of
+            // another layout is named as such rather than failing to decode.
+            let (version, _) = postcard::take_from_bytes::<u32>(&bytes)
+                .map_err(|e| DecideError::Snapshot(format!("unreadable snapshot: {e}")))?;
+            if version != SNAPSHOT_VERSION {
+                return Err(DecideError::Snapshot(format!(
+                    "the snapshot has layout version {version}, this build reads {SNAPSHOT_VERSION}: \
+                     run the Tacto version that wrote it, or start this one on a new data directory"
+                )));
+            }
             let snap: Snapshot = postcard::from_bytes(&bytes)
                 .map_err(|e| DecideError::Snapshot(format!("unreadable snapshot: {e}")))?;
             if snap.version != SNAPSHOT_VERSION || snap.offsets.len() != partitions {

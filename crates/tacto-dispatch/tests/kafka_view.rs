@@ -8,8 +8,8 @@
 use rdkafka::mocking::MockCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tacto_decide::Address;
 use tacto_decide::kafka::StateEntry;
+use tacto_decide::{Address, Contacts};
 use tacto_dispatch::{Adapters, DispatchConfig, FileSink};
 use tacto_log::kafka::{KafkaLog, KafkaSettings};
 use tacto_log::{EventLog, Record, events};
@@ -52,11 +52,14 @@ fn state_record(engine: &Engine, account: &str) -> Record {
     let entry = StateEntry {
         account: engine.store.get(account).expect("state").clone(),
         wake: engine.wake_of(account),
-        addresses: vec![Address {
-            point_id: "mobile".into(),
-            channel: Channel::Sms,
-            address: "+12125550100".into(),
-        }],
+        contacts: Contacts {
+            addresses: vec![Address {
+                point_id: "mobile".into(),
+                channel: Channel::Sms,
+                address: "+12125550100".into(),
+            }],
+            identity: None,
+        },
     };
     Record::new(account, entry.encode().expect("encode"))
 }

@@ -5,7 +5,9 @@
 //! Columns (header row required; order free; optional columns may be absent or empty):
 //! `account_id, person_id, currency, debt_id, balance_minor, due_date, country` (required),
 //! `subdivision, product, risk_score, customer_value, address_zone, language, phone,
-//! phone_consent, email, email_consent` (optional). `*_consent` is `true`/`false`/`yes`/`no`/`1`/`0`.
+//! phone_consent, email, email_consent, birth_date, document_last_digits` (optional). `*_consent`
+//! is `true`/`false`/`yes`/`no`/`1`/`0`. `birth_date` (`YYYY-MM-DD`) and `document_last_digits`
+//! are the answers the self-service page's identity check accepts.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,6 +43,10 @@ struct Row {
     email: Option<String>,
     #[serde(default)]
     email_consent: Option<String>,
+    #[serde(default)]
+    birth_date: Option<Date>,
+    #[serde(default)]
+    document_last_digits: Option<String>,
 }
 
 /// A row that was not imported.
@@ -112,6 +118,16 @@ pub fn parse_csv(body: &[u8], now: Timestamp) -> (Vec<(usize, Event)>, Vec<RowEr
     (ok, errors)
 }
 
+fn identity(
+    birth_date: Option<Date>,
+    document_last_digits: Option<String>,
+) -> Option<IdentityAnswers> {
+    (birth_date.is_some() || document_last_digits.is_some()).then_some(IdentityAnswers {
+        birth_date,
+        document_last_digits,
+    })
+}
+
 fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
     let mut points = Vec::new();
     if let Some(phone) = non_empty(r.phone) {
@@ -157,6 +173,7 @@ fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
         declared_zone: None,
         contact_points: points,
         language: non_empty(r.language).unwrap_or_default(),
+        identity: identity(r.birth_date, non_empty(r.document_last_digits)),
     };
     let body = EventBody::AccountUpserted(data);
     // The same row imported twice is the same fact.

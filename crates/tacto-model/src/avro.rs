@@ -123,7 +123,7 @@ mod tests {
         }
         assert_eq!(
             kinds.len(),
-            21,
+            22,
             "samples must cover every event kind: {kinds:?}"
         );
     }

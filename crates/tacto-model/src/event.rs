@@ -182,6 +182,19 @@ pub enum EventBody {
         /// Why.
         decision: DecisionRecord,
     },
+
+    // ---- inputs added later (the Avro union only grows at its end) -------------------------
+    /// The customer agreed a payment plan: instalments in date order. Each instalment holds
+    /// contact like a promise (`{plan_id}/{n}`, from 1) until its due date plus grace; when one
+    /// is kept the next takes over, when one is broken the plan ends.
+    PlanMade {
+        /// Unique id of the plan.
+        plan_id: String,
+        /// The instalments, earliest first.
+        instalments: Vec<Instalment>,
+        /// Who took it.
+        promise_source: PromiseSource,
+    },
 }
 
 /// Who took a promise to pay.
@@ -338,6 +351,31 @@ pub struct AccountData {
     /// BCP 47 language for templates, e.g. `es`, `en`, `pt-BR`.
     #[serde(default)]
     pub language: String,
+    /// What the self-service page may ask before it shows anything about the account.
+    /// Personal data: kept out of account state and logs.
+    #[serde(default)]
+    pub identity: Option<IdentityAnswers>,
+}
+
+/// Answers to the self-service page's light identity check, as the system of record knows
+/// them. Which one is asked is the operator's choice (`--self-service-check`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityAnswers {
+    /// The customer's date of birth.
+    #[serde(default)]
+    pub birth_date: Option<Date>,
+    /// The last digits (2 to 8 letters or digits) of the customer's identity document.
+    #[serde(default)]
+    pub document_last_digits: Option<String>,
+}
+
+/// One instalment of a payment plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instalment {
+    /// The customer's local date by which it is due.
+    pub due_date: Date,
+    /// Amount in minor units.
+    pub amount_minor: i64,
 }
 
 /// One debt of an account.
@@ -554,6 +592,7 @@ impl EventBody {
             EventBody::TaskCreated { .. } => "task_created",
             EventBody::PromiseKept { .. } => "promise_kept",
             EventBody::PromiseBroken { .. } => "promise_broken",
+            EventBody::PlanMade { .. } => "plan_made",
         }
     }
 }

@@ -65,6 +65,10 @@ pub fn sample_account(account: &str) -> Event {
                 },
             ],
             language: "en".into(),
+            identity: Some(IdentityAnswers {
+                birth_date: Some(date(1984, 5, 17)),
+                document_last_digits: Some("4321".into()),
+            }),
         }),
     }
 }
@@ -177,6 +181,24 @@ pub fn sample_events() -> Vec<Event> {
         EventBody::PromiseBroken {
             promise_id: "pr-1".into(),
             decision: decision(),
+        },
+        EventBody::PlanMade {
+            plan_id: "plan-1".into(),
+            instalments: vec![
+                Instalment {
+                    due_date: date(2026, 12, 5),
+                    amount_minor: 15_000,
+                },
+                Instalment {
+                    due_date: date(2027, 1, 5),
+                    amount_minor: 15_000,
+                },
+                Instalment {
+                    due_date: date(2027, 2, 5),
+                    amount_minor: 15_000,
+                },
+            ],
+            promise_source: PromiseSource::SelfService,
         },
     ];
     let mut events = vec![sample_account("A-1")];

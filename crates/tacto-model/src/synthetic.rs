@@ -203,6 +203,7 @@ pub fn account(seed: u64, i: u64, at: Timestamp) -> Event {
             declared_zone: None,
             contact_points: points,
             language: place.language.into(),
+            identity: None,
         }),
     }
 }

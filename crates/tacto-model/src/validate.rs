@@ -88,6 +88,9 @@ fn email(field: &str, v: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The most instalments a payment plan may have.
+pub const MAX_INSTALMENTS: usize = 60;
+
 /// Validates an input event; decisions are refused (only Tacto makes them).
 pub fn validate_input(e: &Event) -> Result<(), FieldError> {
     id("id", e.id.as_str())?;
@@ -142,6 +145,18 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
                     Channel::Email => email(&pf("address"), &p.address)?,
                 }
             }
+            if let Some(digits) = d
+                .identity
+                .as_ref()
+                .and_then(|i| i.document_last_digits.as_deref())
+                && (!(2..=8).contains(&digits.len())
+                    || !digits.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(err(
+                    f("identity.document_last_digits"),
+                    "2 to 8 letters or digits",
+                ));
+            }
         }
         EventBody::PaymentReceived {
             payment_id,
@@ -162,6 +177,31 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
             positive(&f("amount_minor"), *amount_minor)?;
         }
         EventBody::PromiseCancelled { promise_id } => id(&f("promise_id"), promise_id)?,
+        EventBody::PlanMade {
+            plan_id,
+            instalments,
+            ..
+        } => {
+            id(&f("plan_id"), plan_id)?;
+            if instalments.is_empty() || instalments.len() > MAX_INSTALMENTS {
+                return Err(err(
+                    f("instalments"),
+                    format!("1 to {MAX_INSTALMENTS} instalments"),
+                ));
+            }
+            for (i, x) in instalments.iter().enumerate() {
+                positive(
+                    &f(&format!("instalments[{i}].amount_minor")),
+                    x.amount_minor,
+                )?;
+                if i > 0 && x.due_date <= instalments[i - 1].due_date {
+                    return Err(err(
+                        f(&format!("instalments[{i}].due_date")),
+                        "instalments must be in date order, one per day at most",
+                    ));
+                }
+            }
+        }
         EventBody::DisputeOpened { dispute_id, .. }
         | EventBody::DisputeResolved { dispute_id, .. } => id(&f("dispute_id"), dispute_id)?,
         EventBody::InconvenientTimesDeclared { ranges } => {

@@ -145,6 +145,32 @@ pub struct Promise {
     pub paid_minor: i64,
 }
 
+/// The instalments of a payment plan after the one pending as the [`Promise`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlanRest {
+    /// The plan's id; its instalments are promises `{plan_id}/{n}`.
+    pub plan_id: CompactString,
+    /// Number (from 1) of the next instalment.
+    pub next: u16,
+    /// The instalments still to come: due date and amount.
+    pub rest: ThinVec<(NaiveDate, i64)>,
+}
+
+impl PlanRest {
+    /// The promise id of instalment `n` of plan `plan_id`.
+    pub fn promise_id(plan_id: &str, n: u16) -> CompactString {
+        compact_str::format_compact!("{plan_id}/{n}")
+    }
+
+    /// Whether `promise_id` is one of this plan's instalments.
+    pub fn owns(&self, promise_id: &str) -> bool {
+        promise_id
+            .strip_prefix(self.plan_id.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|n| n.parse::<u16>().is_ok())
+    }
+}
+
 /// An open dispute.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dispute {
@@ -189,11 +215,14 @@ pub struct Extras {
     pub inconvenient: ThinVec<InconvenientRange>,
     /// Payments remembered for [`PAYMENT_MEMORY_DAYS`].
     pub payments: ThinVec<PaymentMemo>,
+    /// The rest of a payment plan whose current instalment is the promise.
+    pub plan: Option<Box<PlanRest>>,
 }
 
 impl Extras {
     fn is_empty(&self) -> bool {
         self.promise.is_none()
+            && self.plan.is_none()
             && self.disputes.is_empty()
             && self.inconvenient.is_empty()
             && self.payments.is_empty()
@@ -430,15 +459,24 @@ impl Account {
                 due_date,
                 promise_source: _,
             } => {
-                self.extras_mut().promise = Some(Promise {
+                let x = self.extras_mut();
+                x.plan = None;
+                x.promise = Some(Promise {
                     id: promise_id.as_str().into(),
                     amount_minor: *amount_minor,
                     due_date: due_date.naive(),
                     paid_minor: 0,
                 });
             }
+            EventBody::PlanMade {
+                plan_id,
+                instalments,
+                promise_source: _,
+            } => self.start_plan(plan_id, instalments),
             EventBody::PromiseCancelled { promise_id } => {
-                self.end_promise(promise_id);
+                if self.end_promise(promise_id) {
+                    self.end_plan();
+                }
             }
             EventBody::DisputeOpened {
                 dispute_id, reason, ..
@@ -547,12 +585,14 @@ impl Account {
                 }
             }
             EventBody::PromiseKept { promise_id, .. } => {
-                if self.end_promise(promise_id) {
+                let paid = self.promise().map(|p| p.paid_minor - p.amount_minor);
+                if self.end_promise(promise_id) && !self.next_instalment(promise_id, paid) {
                     self.new_cycle(now, false);
                 }
             }
             EventBody::PromiseBroken { promise_id, .. } => {
                 if self.end_promise(promise_id) {
+                    self.end_plan();
                     self.new_cycle(now, true);
                 }
             }
@@ -570,6 +610,68 @@ impl Account {
             }
             _ => false,
         }
+    }
+
+    /// After instalment `kept` of a plan was kept, the next one becomes the promise, with what
+    /// was paid beyond the kept one (`overpaid`) counted toward it. Whether there was one.
+    fn next_instalment(&mut self, kept: &str, overpaid: Option<i64>) -> bool {
+        let Some(x) = self.extras.as_mut() else {
+            return false;
+        };
+        let Some(plan) = x.plan.as_mut().filter(|p| p.owns(kept)) else {
+            return false;
+        };
+        if plan.rest.is_empty() {
+            x.plan = None;
+            return false;
+        }
+        let (due, amount) = plan.rest.remove(0);
+        x.promise = Some(Promise {
+            id: PlanRest::promise_id(&plan.plan_id, plan.next),
+            amount_minor: amount,
+            due_date: due,
+            paid_minor: overpaid.unwrap_or(0).max(0),
+        });
+        plan.next = plan.next.saturating_add(1);
+        if plan.rest.is_empty() {
+            x.plan = None;
+        }
+        true
+    }
+
+    /// A new plan: its first instalment becomes the promise (replacing any), the rest wait.
+    fn start_plan(&mut self, plan_id: &str, instalments: &[tacto_model::Instalment]) {
+        let Some((first, rest)) = instalments.split_first() else {
+            return;
+        };
+        let x = self.extras_mut();
+        x.promise = Some(Promise {
+            id: PlanRest::promise_id(plan_id, 1),
+            amount_minor: first.amount_minor,
+            due_date: first.due_date.naive(),
+            paid_minor: 0,
+        });
+        x.plan = (!rest.is_empty()).then(|| {
+            Box::new(PlanRest {
+                plan_id: plan_id.into(),
+                next: 2,
+                rest: rest
+                    .iter()
+                    .map(|i| (i.due_date.naive(), i.amount_minor))
+                    .collect(),
+            })
+        });
+    }
+
+    fn end_plan(&mut self) {
+        if let Some(x) = self.extras.as_mut() {
+            x.plan = None;
+        }
+    }
+
+    /// The rest of the payment plan in progress, if any.
+    pub fn plan(&self) -> Option<&PlanRest> {
+        self.extras.as_ref().and_then(|x| x.plan.as_deref())
     }
 
     fn new_cycle(&mut self, now: i64, broken_promise: bool) {

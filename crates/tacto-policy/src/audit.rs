@@ -154,6 +154,9 @@ fn check_caps(jobs: &[Sent], cap: &CapRule, pick: impl Fn(&Sent) -> i64) -> Resu
     Ok(())
 }
 
+/// A plan's id, the number of its next instalment, and the instalments left (due, amount).
+type PlanLeft = (String, usize, Vec<(NaiveDate, i64)>);
+
 /// Audits one account's events (in order); the first violation found is returned.
 pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
     let packs = &policy.packs;
@@ -164,6 +167,8 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
     let mut opted_all = false;
     let mut opted: Vec<Channel> = Vec::new();
     let mut promise: Option<(String, i64, NaiveDate, i64)> = None;
+    // A payment plan's instalments after the current one: (plan id, next number, rest).
+    let mut plan: Option<PlanLeft> = None;
     let mut inconvenient: Vec<(u32, u32)> = Vec::new();
     let mut consent_seen = false;
     let mut conversations: Vec<(Channel, i64)> = Vec::new();
@@ -197,10 +202,41 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
                 ..
             } => {
                 promise = Some((promise_id.clone(), *amount_minor, due_date.naive(), 0));
+                plan = None;
             }
-            EventBody::PromiseCancelled { .. }
-            | EventBody::PromiseKept { .. }
-            | EventBody::PromiseBroken { .. } => promise = None,
+            EventBody::PlanMade {
+                plan_id,
+                instalments,
+                ..
+            } => {
+                let mut all: Vec<(NaiveDate, i64)> = instalments
+                    .iter()
+                    .map(|i| (i.due_date.naive(), i.amount_minor))
+                    .collect();
+                let (due, amount) = all.remove(0);
+                promise = Some((format!("{plan_id}/1"), amount, due, 0));
+                plan = Some((plan_id.clone(), 2, all));
+            }
+            EventBody::PromiseKept { promise_id, .. } => {
+                // The next instalment of the plan, if any, holds contact in its turn, with
+                // what was paid beyond the kept one counted toward it.
+                let over = promise.as_ref().map_or(0, |p| (p.3 - p.1).max(0));
+                promise = None;
+                if let Some((id, next, rest)) = plan.as_mut()
+                    && promise_id.starts_with(&format!("{id}/"))
+                    && !rest.is_empty()
+                {
+                    let (due, amount) = rest.remove(0);
+                    promise = Some((format!("{id}/{next}"), amount, due, over));
+                    *next += 1;
+                } else {
+                    plan = None;
+                }
+            }
+            EventBody::PromiseCancelled { .. } | EventBody::PromiseBroken { .. } => {
+                promise = None;
+                plan = None;
+            }
             EventBody::DisputeOpened { .. } => disputes += 1,
             EventBody::DisputeResolved {
                 collection_may_resume,

@@ -633,6 +633,57 @@ fn a_kept_promise_is_recorded_and_a_paid_account_stays_quiet() {
     assert!(jobs(&sim.run_until("2026-12-31T00:00:00Z")).is_empty());
 }
 
+#[test]
+fn each_instalment_of_a_plan_holds_contact_in_turn_and_a_missed_one_ends_the_plan() {
+    let (mut sim, job) = queued_sim();
+    let out = sim.input(EventBody::PlanMade {
+        plan_id: "plan-1".into(),
+        instalments: vec![
+            Instalment {
+                due_date: Date::from_ymd(2026, 11, 20).expect("date"),
+                amount_minor: 20_000,
+            },
+            Instalment {
+                due_date: Date::from_ymd(2026, 12, 10).expect("date"),
+                amount_minor: 30_000,
+            },
+        ],
+        promise_source: PromiseSource::SelfService,
+    });
+    let r = recalls(&out);
+    assert!(r.len() == 1 && r[0].0.contains(&job), "{out:#?}");
+    assert!(has_reason(r[0].1, ReasonCode::PromiseHold));
+    // The first instalment is paid early, with 5,000 more: the second now holds, 5,000 of it paid.
+    sim.now = ts("2026-11-19T15:00:00Z");
+    let out = sim.input(EventBody::PaymentReceived {
+        payment_id: "pay-1".into(),
+        debt_id: None,
+        amount_minor: 25_000,
+        currency: "USD".into(),
+        method: "card".into(),
+    });
+    assert!(out.iter().any(|e| matches!(&e.body,
+        EventBody::PromiseKept { promise_id, .. } if promise_id == "plan-1/1")));
+    let p = sim.account.promise().expect("the second instalment");
+    assert_eq!(
+        (p.id.as_str(), p.amount_minor, p.paid_minor),
+        ("plan-1/2", 30_000, 5_000)
+    );
+    assert!(
+        sim.account.plan().is_none(),
+        "no instalment left after the second"
+    );
+    // Held through the end of 2026-12-12 (due + 2 days' grace) in New York: 05:00Z on the 13th.
+    let held = sim.run_until("2026-12-13T04:59:00Z");
+    assert!(jobs(&held).is_empty(), "{held:#?}");
+    let after = sim.run_until("2026-12-13T18:00:00Z");
+    assert!(after.iter().any(|e| matches!(&e.body,
+        EventBody::PromiseBroken { promise_id, .. } if promise_id == "plan-1/2")));
+    let j = jobs(&after);
+    assert_eq!(j.len(), 1, "{after:#?}");
+    assert_eq!(j[0].template, "promise_missed");
+}
+
 // ---- Idempotence and explanations ---------------------------------------------------------------
 
 #[test]

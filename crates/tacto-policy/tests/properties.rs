@@ -21,6 +21,14 @@ enum Input {
         amount: i64,
         due_in_days: u8,
     },
+    /// A payment plan of `count` instalments, the first in `first_in_days`, then every
+    /// `every_days`.
+    Plan {
+        amount: i64,
+        first_in_days: u8,
+        count: u8,
+        every_days: u8,
+    },
     CancelPromise,
     Dispute,
     ResolveDispute(bool),
@@ -66,6 +74,7 @@ fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
         3 => (1i64..60_000).prop_map(Input::Pay),
         2 => (1i64..60_000, 0u8..10).prop_map(|(amount, due_in_days)| Input::Promise { amount, due_in_days }),
+        1 => (1i64..30_000, 0u8..10, 2u8..5, 1u8..15).prop_map(|(amount, first_in_days, count, every_days)| Input::Plan { amount, first_in_days, count, every_days }),
         1 => Just(Input::CancelPromise),
         1 => Just(Input::Dispute),
         1 => any::<bool>().prop_map(Input::ResolveDispute),
@@ -306,6 +315,27 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
                 ),
                 promise_source: PromiseSource::Agent,
             },
+            Input::Plan {
+                amount,
+                first_in_days,
+                count,
+                every_days,
+            } => {
+                let first =
+                    now.to_datetime().date_naive() + TimeDelta::days(i64::from(*first_in_days));
+                EventBody::PlanMade {
+                    plan_id: format!("plan-{seq}"),
+                    instalments: (0..i64::from(*count))
+                        .map(|k| Instalment {
+                            due_date: Date::new(
+                                first + TimeDelta::days(k * i64::from(*every_days)),
+                            ),
+                            amount_minor: *amount,
+                        })
+                        .collect(),
+                    promise_source: PromiseSource::SelfService,
+                }
+            }
             Input::CancelPromise => match account.promise() {
                 Some(p) => EventBody::PromiseCancelled {
                     promise_id: p.id.to_string(),

@@ -124,6 +124,7 @@ impl AccountSpec {
                 point("email", Channel::Email, "x@example.com"),
             ],
             language: "en".into(),
+            identity: None,
         }
     }
 }
