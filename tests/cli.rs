@@ -103,3 +103,56 @@ fn simulate_names_the_bad_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("events.jsonl:2"), "{err}");
 }
+
+#[test]
+fn simulate_compares_two_policies_on_the_same_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, format!("{}\n", account_line())).expect("write events");
+    let example = tacto_policy::policy::EXAMPLE_POLICY;
+    let strict = dir.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        example
+            .replace("max = 2\nwindow_hours = 24", "max = 1\nwindow_hours = 24")
+            .replace("version = \"example-2026-11\"", "version = \"one-a-day\""),
+    )
+    .expect("write policy");
+    let out = tacto()
+        .args(["simulate", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(dir.path().join("o.jsonl"))
+        .arg("--compare")
+        .arg(&strict)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("example-2026-11") && header.contains("one-a-day"),
+        "{stdout}"
+    );
+    let cell = |section: &str, label: &str| -> Option<(u64, u64)> {
+        let l = stdout
+            .lines()
+            .find(|l| l.starts_with(section) && l.split_whitespace().nth(1) == Some(label))?;
+        let n: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        Some((n[0], n[1]))
+    };
+    let (a, b) = cell("contacts", "voice").expect("a voice row");
+    assert!(a > 0 && b > 0, "{stdout}");
+    let (ca, cb) = cell("deferrals", "frequency_cap").unwrap_or((0, 0));
+    assert!(
+        cb >= ca,
+        "the stricter cap defers at least as often: {stdout}"
+    );
+}

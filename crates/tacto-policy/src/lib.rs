@@ -18,6 +18,8 @@ pub mod holidays;
 pub mod ledger;
 pub mod pack;
 pub mod policy;
+pub mod pressure;
+pub mod self_service;
 pub mod sim;
 pub mod store;
 pub mod window;

@@ -157,6 +157,9 @@ pub struct PolicyFile {
     /// Packs replacing (same id) or adding to the built-in ones.
     #[serde(default)]
     pub pack_overrides: Vec<PackFile>,
+    /// What customers may arrange alone on the self-service page.
+    #[serde(default)]
+    pub self_service: crate::self_service::SelfServiceBounds,
 }
 
 fn two() -> u32 {

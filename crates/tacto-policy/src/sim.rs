@@ -257,10 +257,115 @@ impl<'p> Simulator<'p> {
     }
 }
 
+/// The inputs of a synthetic portfolio (`tacto_model::synthetic`): `accounts` accounts opened
+/// at `start` and what their customers do over `days` days, in time order.
+pub fn synthetic_inputs(seed: u64, accounts: u64, start: Timestamp, days: u32) -> Vec<Event> {
+    let mut inputs = Vec::new();
+    for i in 0..accounts {
+        let open = tacto_model::synthetic::account(seed, i, start);
+        if let EventBody::AccountUpserted(d) = &open.body {
+            let balance = d.debts.iter().map(|x| x.balance_minor).sum();
+            inputs.extend(tacto_model::synthetic::behaviour(
+                seed,
+                i,
+                start,
+                days,
+                balance,
+                &d.currency,
+            ));
+        }
+        inputs.push(open);
+    }
+    inputs.sort_by_key(|e| e.occurred_at);
+    inputs
+}
+
+/// What two policies do with the same inputs (each with the simulated provider).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    /// The first policy's version and what it did.
+    pub a: (String, Stats),
+    /// The second policy's version and what it did.
+    pub b: (String, Stats),
+}
+
+/// Runs `inputs` (in time order) under `policy` with the simulated provider until `until`.
+pub fn run_stats(policy: &Policy, inputs: &[Event], until: Timestamp) -> Stats {
+    let mut sim = Simulator::new(policy, true, false);
+    for e in inputs {
+        sim.push(e.clone());
+    }
+    sim.advance_to(until);
+    sim.stats
+}
+
+/// Runs the same inputs under two policies.
+pub fn compare(a: &Policy, b: &Policy, inputs: &[Event], until: Timestamp) -> Comparison {
+    Comparison {
+        a: (a.version().to_owned(), run_stats(a, inputs, until)),
+        b: (b.version().to_owned(), run_stats(b, inputs, until)),
+    }
+}
+
+impl Comparison {
+    /// One row per figure, `(section, label, a, b)`: events by type, contacts by channel,
+    /// deferrals, suppressions and recalled jobs by reason. Labels present in either run.
+    pub fn rows(&self) -> Vec<(&'static str, String, u64, u64)> {
+        fn merge<K: Ord + Clone + ToString>(
+            out: &mut Vec<(&'static str, String, u64, u64)>,
+            section: &'static str,
+            a: &BTreeMap<K, u64>,
+            b: &BTreeMap<K, u64>,
+        ) {
+            let keys: std::collections::BTreeSet<&K> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                out.push((
+                    section,
+                    k.to_string(),
+                    a.get(k).copied().unwrap_or(0),
+                    b.get(k).copied().unwrap_or(0),
+                ));
+            }
+        }
+        let (a, b) = (&self.a.1, &self.b.1);
+        let mut out = Vec::new();
+        merge(&mut out, "contacts", &a.contacts, &b.contacts);
+        merge(&mut out, "deferrals", &a.deferrals, &b.deferrals);
+        merge(&mut out, "suppressions", &a.suppressions, &b.suppressions);
+        merge(&mut out, "recalled jobs", &a.recalls, &b.recalls);
+        merge(&mut out, "events", &a.by_type, &b.by_type);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tacto_model::synthetic;
+
+    #[test]
+    fn two_policies_are_compared_on_the_same_portfolio() {
+        let a = Policy::example();
+        let b = Policy::from_toml(
+            &crate::policy::EXAMPLE_POLICY
+                .replace("max = 2\nwindow_hours = 24", "max = 1\nwindow_hours = 24")
+                .replace("version = \"example-2026-11\"", "version = \"one-a-day\""),
+        )
+        .expect("stricter policy");
+        let start = Timestamp::parse("2026-11-02T00:00:00Z").expect("time");
+        let inputs = synthetic_inputs(7, 300, start, 14);
+        let c = compare(&a, &b, &inputs, start.plus(chrono::TimeDelta::days(14)));
+        // A stricter cap defers more contacts (deferred, never dropped).
+        let capped = |s: &Stats| s.deferrals.get("frequency_cap").copied().unwrap_or(0);
+        assert!(capped(&c.b.1) > capped(&c.a.1), "{c:?}");
+        assert_eq!(c.b.0, "one-a-day");
+        let rows = c.rows();
+        assert!(rows.iter().any(|r| r.0 == "contacts" && r.1 == "sms"));
+        assert_eq!(
+            c,
+            compare(&a, &b, &inputs, start.plus(chrono::TimeDelta::days(14)))
+        );
+    }
 
     #[test]
     fn a_simulated_month_is_deterministic_and_contacts_happen() {

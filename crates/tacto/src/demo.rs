@@ -3,10 +3,10 @@
 
 use anyhow::Context;
 use std::time::Instant;
-use tacto_model::{EventBody, Timestamp, synthetic};
+use tacto_model::Timestamp;
 use tacto_policy::Policy;
 use tacto_policy::audit::audit;
-use tacto_policy::sim::Simulator;
+use tacto_policy::sim::{Simulator, synthetic_inputs};
 
 /// Options of `tacto demo`.
 #[derive(clap::Args)]
@@ -30,23 +30,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let start = Timestamp::parse(&args.start).context("--start must be an RFC 3339 instant")?;
     let policy = Policy::example();
     let began = Instant::now();
-    let mut inputs = Vec::new();
-    for i in 0..args.accounts {
-        let open = synthetic::account(args.seed, i, start);
-        if let EventBody::AccountUpserted(d) = &open.body {
-            let balance = d.debts.iter().map(|x| x.balance_minor).sum();
-            inputs.extend(synthetic::behaviour(
-                args.seed,
-                i,
-                start,
-                args.days,
-                balance,
-                &d.currency,
-            ));
-        }
-        inputs.push(open);
-    }
-    inputs.sort_by_key(|e| e.occurred_at);
+    let inputs = synthetic_inputs(args.seed, args.accounts, start, args.days);
     let mut sim = Simulator::new(&policy, true, true);
     for e in inputs {
         sim.push(e);

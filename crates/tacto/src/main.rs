@@ -72,6 +72,11 @@ enum Command {
         /// Keep the clock running this many days after the last event.
         #[arg(long, default_value_t = 30)]
         tail_days: u32,
+        /// Also run the events under this policy (with the simulated provider, as the first)
+        /// and print both side by side: contacts by channel, deferrals, suppressions and
+        /// recalls by reason, events by type.
+        #[arg(long)]
+        compare: Option<PathBuf>,
     },
 }
 
@@ -99,12 +104,14 @@ fn main() -> anyhow::Result<()> {
             out,
             simulated_provider,
             tail_days,
+            compare,
         } => simulate::run(&simulate::Options {
             events,
             policy,
             out,
             simulated_provider,
             tail_days,
+            compare,
         }),
     }
 }

@@ -19,6 +19,14 @@ pub struct Options {
     pub out: PathBuf,
     pub simulated_provider: bool,
     pub tail_days: u32,
+    /// A second policy to run the same events under, for a side-by-side summary.
+    pub compare: Option<PathBuf>,
+}
+
+fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    Policy::from_toml(&text).with_context(|| format!("invalid policy {}", path.display()))
 }
 
 /// One decision, as written to the output file.
@@ -72,13 +80,10 @@ fn line(e: &Event) -> Line<'_> {
 /// Reads the events, runs them, writes the decisions.
 pub fn run(o: &Options) -> anyhow::Result<()> {
     let policy = match &o.policy {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read policy {}", p.display()))?;
-            Policy::from_toml(&text).with_context(|| format!("invalid policy {}", p.display()))?
-        }
+        Some(p) => load_policy(p)?,
         None => Policy::example(),
     };
+    let other = o.compare.as_deref().map(load_policy).transpose()?;
     let file =
         File::open(&o.events).with_context(|| format!("cannot open {}", o.events.display()))?;
     let mut events = Vec::new();
@@ -100,13 +105,24 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         events.push(e);
     }
     events.sort_by_key(|e| e.occurred_at);
-    let last = events.last().map(|e| e.occurred_at);
+    let until = events.last().map(|e| {
+        e.occurred_at
+            .plus(chrono::TimeDelta::days(i64::from(o.tail_days)))
+    });
+    let comparison = other.as_ref().map(|b| {
+        tacto_policy::sim::compare(
+            &policy,
+            b,
+            &events,
+            until.unwrap_or(Timestamp::from_micros(0)),
+        )
+    });
     let mut sim = Simulator::new(&policy, o.simulated_provider, true);
     for e in events {
         sim.push(e);
     }
-    if let Some(t) = last {
-        sim.advance_to(t.plus(chrono::TimeDelta::days(i64::from(o.tail_days))));
+    if let Some(t) = until {
+        sim.advance_to(t);
     }
     let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
     let mut w = BufWriter::new(out);
@@ -122,5 +138,24 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         sim.log.len() - decisions,
         o.out.display()
     );
+    if let Some(c) = comparison {
+        print_comparison(&c);
+    }
     Ok(())
+}
+
+/// The side-by-side summary of two policies (both with the simulated provider).
+fn print_comparison(c: &tacto_policy::sim::Comparison) {
+    println!(
+        "{:<14} {:<28} {:>14} {:>14} {:>8}",
+        "", "", c.a.0, c.b.0, "change"
+    );
+    for (section, label, a, b) in c.rows() {
+        let change = if a == 0 {
+            String::new()
+        } else {
+            format!("{:+.0}%", (b as f64 - a as f64) * 100.0 / a as f64)
+        };
+        println!("{section:<14} {label:<28} {a:>14} {b:>14} {change:>8}");
+    }
 }
