@@ -154,6 +154,29 @@ impl tacto_ingest::AccountView for DecideState {
         self.ready.load(Ordering::Acquire)
     }
 
+    fn state(&self, id: &str) -> Option<Account> {
+        DecideState::account(self, id)
+    }
+
+    fn identity(&self, id: &str) -> Option<IdentityAnswers> {
+        self.directory.read().ok()?.get(id)?.identity.clone()
+    }
+
+    fn addresses(&self, id: &str) -> Vec<(Channel, String, String)> {
+        self.directory
+            .read()
+            .ok()
+            .and_then(|d| {
+                d.get(id).map(|c| {
+                    c.addresses
+                        .iter()
+                        .map(|a| (a.channel, a.point_id.clone(), a.address.clone()))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
     fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String> {
         self.directory
             .read()

@@ -405,33 +405,7 @@ impl Templates {
     }
 }
 
-/// A date as the language writes it: `30/11/2026` in Spanish and Portuguese, `2026-11-30`
-/// otherwise.
-pub fn format_date(d: tacto_model::Date, language: &str) -> String {
-    match language {
-        "es" | "pt" => d.naive().format("%d/%m/%Y").to_string(),
-        _ => d.to_string(),
-    }
-}
-
-/// `12345` USD → `USD 123.45`; zero-decimal currencies (CLP, JPY, …) keep their units.
-pub fn format_amount(minor: i64, currency: &str) -> String {
-    let exponent = iso_currency::Currency::from_code(currency)
-        .and_then(|c| c.exponent())
-        .unwrap_or(2) as u32;
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    if exponent == 0 {
-        return format!("{currency} {sign}{minor}");
-    }
-    let div = 10u64.pow(exponent);
-    format!(
-        "{currency} {sign}{}.{:0width$}",
-        minor / div,
-        minor % div,
-        width = exponent as usize
-    )
-}
+pub use tacto_model::display::{format_amount, format_date};
 
 #[cfg(test)]
 mod tests {

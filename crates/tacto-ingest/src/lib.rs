@@ -12,6 +12,7 @@ pub mod links;
 pub mod problem;
 pub mod sendgrid;
 pub mod twilio;
+pub mod web;
 pub mod webhook;
 
 use axum::Router;
@@ -47,6 +48,18 @@ pub trait AccountView: Send + Sync {
     fn ready(&self) -> bool;
     /// The accounts that have `address` as a contact point of `channel` (inbound opt-outs).
     fn accounts_with_address(&self, channel: Channel, address: &str) -> Vec<String>;
+    /// The account's folded state (the self-service page and the console read it).
+    fn state(&self, _id: &str) -> Option<tacto_policy::Account> {
+        None
+    }
+    /// The account's identity check answers (personal data, kept beside the state).
+    fn identity(&self, _id: &str) -> Option<IdentityAnswers> {
+        None
+    }
+    /// The account's contact addresses (personal data: the console shows them masked).
+    fn addresses(&self, _id: &str) -> Vec<(Channel, String, String)> {
+        Vec::new()
+    }
 }
 
 /// Ingest settings.
@@ -70,6 +83,10 @@ pub struct IngestConfig {
     pub dialer_token: Option<String>,
     /// Public key (base64 DER) of SendGrid's signed event webhook; refused without.
     pub sendgrid_public_key: Option<String>,
+    /// The self-service page (`/s/…`); off without a link secret.
+    pub self_service: web::self_service::SelfServiceConfig,
+    /// The operator console (`/console/…`).
+    pub console: web::console::ConsoleConfig,
 }
 
 impl Default for IngestConfig {
@@ -84,6 +101,8 @@ impl Default for IngestConfig {
             link_secret: None,
             dialer_token: None,
             sendgrid_public_key: None,
+            self_service: web::self_service::SelfServiceConfig::default(),
+            console: web::console::ConsoleConfig::default(),
         }
     }
 }
@@ -101,6 +120,10 @@ pub struct Ingest {
     committer: commit::GroupCommitter,
     /// SendGrid's webhook key, parsed.
     sendgrid_key: Option<sendgrid::PublicKey>,
+    /// The policy (self-service bounds, the console's ledger and comparisons).
+    pub policy: Arc<tacto_policy::Policy>,
+    /// The web surfaces' pages, sessions and limits.
+    pub web: web::Web,
 }
 
 impl Ingest {
@@ -117,6 +140,7 @@ impl Ingest {
                 .map_err(|e| tracing::error!(error = %e, "invalid SendGrid webhook key: its callbacks are refused"))
                 .ok()
         });
+        let web = web::Web::new(&config);
         Self {
             log,
             config,
@@ -124,7 +148,16 @@ impl Ingest {
             now,
             committer,
             sendgrid_key,
+            policy: Arc::new(tacto_policy::Policy::example()),
+            web,
         }
+    }
+
+    /// The same service deciding self-service bounds and the console's ledger with `policy`
+    /// (the example policy otherwise).
+    pub fn with_policy(mut self, policy: Arc<tacto_policy::Policy>) -> Self {
+        self.policy = policy;
+        self
     }
 }
 
@@ -133,7 +166,7 @@ pub fn system_now() -> Timestamp {
     Timestamp::from(chrono::Utc::now())
 }
 
-type Shared = Arc<Ingest>;
+pub(crate) type Shared = Arc<Ingest>;
 
 /// Largest accepted CSV import, bytes.
 pub const IMPORT_LIMIT: usize = 64 << 20;
@@ -169,6 +202,8 @@ pub fn router(ingest: Shared) -> Router {
             "/v1/unsubscribe",
             get(callbacks::get_unsubscribe).post(callbacks::post_unsubscribe),
         )
+        .merge(web::self_service::routes())
+        .merge(web::console::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -279,6 +314,27 @@ pub struct Ack {
 
 /// Validates and appends an event, once per `unique` key.
 async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Problem> {
+    let (event_id, appended) = record(s, e, unique).await?;
+    let (status, code, pos) = match appended {
+        Appended::New(p) => ("accepted", StatusCode::ACCEPTED, p),
+        Appended::Duplicate(p) => ("duplicate", StatusCode::OK, p),
+    };
+    let ack = Ack {
+        event_id,
+        status: status.into(),
+        partition: pos.partition,
+        offset: pos.offset,
+    };
+    Ok((code, axum::Json(ack)).into_response())
+}
+
+/// Validates and appends an event, once per `unique` key, durably (group commit); returns the
+/// event id and where it is. Every surface (API, callbacks, pages) writes through here.
+pub(crate) async fn record(
+    s: &Shared,
+    e: Event,
+    unique: String,
+) -> Result<(String, Appended), Problem> {
     validate_input(&e).map_err(|f| Problem::invalid(f.field, f.message))?;
     let mut record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
     let incoming = INCOMING_TRACE.try_with(|t| t.clone()).ok().flatten();
@@ -289,22 +345,16 @@ async fn submit(s: &Shared, e: Event, unique: String) -> Result<Response, Proble
         tracing::error!(error = %err, "append failed");
         Problem::unavailable("the event log is not available; nothing was written")
     })?;
-    let (status, code, pos) = match appended {
-        Appended::New(p) => ("accepted", StatusCode::ACCEPTED, p),
-        Appended::Duplicate(p) => ("duplicate", StatusCode::OK, p),
+    let status = match appended {
+        Appended::New(_) => "accepted",
+        Appended::Duplicate(_) => "duplicate",
     };
-    tracing::info!(event_id = %e.id, kind = e.body.type_name(), status, "ingested");
+    tracing::info!(event_id = %e.id, kind = e.body.type_name(), source = %e.source, status, "ingested");
     metrics::metrics()
         .ingested
         .get_or_create(&labels([("kind", e.body.type_name()), ("status", status)]))
         .inc();
-    let ack = Ack {
-        event_id: e.id.0,
-        status: status.into(),
-        partition: pos.partition,
-        offset: pos.offset,
-    };
-    Ok((code, axum::Json(ack)).into_response())
+    Ok((e.id.0, appended))
 }
 
 fn event(s: &Shared, id: String, account: String, at: Option<Timestamp>, body: EventBody) -> Event {
@@ -574,11 +624,11 @@ async fn get_account(
 
 /// One line of a timeline.
 #[derive(Serialize)]
-struct TimelineItem {
-    time: Timestamp,
-    kind: &'static str,
-    source: String,
-    event: Event,
+pub(crate) struct TimelineItem {
+    pub(crate) time: Timestamp,
+    pub(crate) kind: &'static str,
+    pub(crate) source: String,
+    pub(crate) event: Event,
 }
 
 async fn get_timeline(
@@ -599,7 +649,10 @@ async fn get_timeline(
 
 /// Every event and decision of an account, in time order (inputs before the decisions they
 /// caused), each decision once.
-fn timeline(log: &dyn EventLog, id: &str) -> Result<Vec<TimelineItem>, tacto_log::LogError> {
+pub(crate) fn timeline(
+    log: &dyn EventLog,
+    id: &str,
+) -> Result<Vec<TimelineItem>, tacto_log::LogError> {
     let mut out: Vec<TimelineItem> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for topic in [events::EVENTS.name(), events::DECISIONS.name()] {

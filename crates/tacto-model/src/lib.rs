@@ -6,6 +6,7 @@
 //! This crate does no IO.
 
 pub mod avro;
+pub mod display;
 pub mod event;
 pub mod ids;
 pub mod samples;

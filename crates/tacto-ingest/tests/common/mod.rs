@@ -47,6 +47,7 @@ pub fn full_config(max_body_bytes: usize) -> IngestConfig {
         link_secret: Some("links".into()),
         dialer_token: Some("dial-token".into()),
         sendgrid_public_key: None,
+        ..IngestConfig::default()
     }
 }
 
@@ -60,13 +61,18 @@ pub struct Api {
 
 impl Api {
     pub fn new(config: IngestConfig, owners: &[&str], partitions: u32) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
-        events::create_topics(&*log, partitions).expect("topics");
         let view = View {
             owners: owners.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let ingest = Ingest::new(log.clone(), config, Arc::new(view), fixed_now);
+        Self::with_view(config, Arc::new(view), partitions)
+    }
+
+    /// The API with its own account view.
+    pub fn with_view(config: IngestConfig, view: Arc<dyn AccountView>, partitions: u32) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
+        events::create_topics(&*log, partitions).expect("topics");
+        let ingest = Ingest::new(log.clone(), config, view, fixed_now);
         Self {
             app: router(Arc::new(ingest)),
             log,
