@@ -61,3 +61,4 @@ pub fn account_owing(balance: i64) -> String {
 
 pub mod chaos;
 pub mod kafka;
+pub mod twilio;

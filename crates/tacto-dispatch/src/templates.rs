@@ -252,15 +252,42 @@ fn opt_out(channel: Channel, language: &str) -> &'static str {
     }
 }
 
+/// How the self-service link in every SMS and email is made: `{base_url}/s/{token}`, the token
+/// signed with the link secret (`tacto_ingest::links`), naming the job and valid for
+/// `valid_days` from the send.
+#[derive(Clone, Debug)]
+pub struct SelfServiceLinks {
+    /// Base URL of the self-service page (the ingest service's public URL).
+    pub base_url: String,
+    /// The link secret (the same as ingest's).
+    pub secret: String,
+    /// Days a link works after its message is sent.
+    pub valid_days: u32,
+}
+
+impl SelfServiceLinks {
+    /// The link of a job's message sent at `sent_at`.
+    pub fn url(&self, job_id: &str, sent_at: tacto_model::Timestamp) -> String {
+        let expires =
+            sent_at.as_micros().div_euclid(1_000_000) + i64::from(self.valid_days) * 86_400;
+        tacto_ingest::links::self_service_url(
+            &self.base_url,
+            self.secret.as_bytes(),
+            job_id,
+            expires,
+        )
+    }
+}
+
 /// The templates and what they need.
 pub struct Templates {
     env: Environment<'static>,
-    self_service_url: Option<String>,
+    links: Option<SelfServiceLinks>,
 }
 
 impl Templates {
-    /// The built-in templates; `self_service_url` is the base of the self-service link.
-    pub fn builtin(self_service_url: Option<String>) -> Self {
+    /// The built-in templates; with `links`, every SMS and email carries a self-service link.
+    pub fn builtin(links: Option<SelfServiceLinks>) -> Self {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         for (name, language, source) in BUILTIN {
@@ -269,10 +296,7 @@ impl Templates {
                 tracing::error!(template = name, error = %e, "invalid built-in template");
             }
         }
-        Self {
-            env,
-            self_service_url,
-        }
+        Self { env, links }
     }
 
     /// Adds (or replaces) templates from a directory: `NAME.LANG.j2` for every channel, or
@@ -349,10 +373,7 @@ impl Templates {
     /// Renders a message's template in its language, in the channel's layout. An unknown
     /// template is an error (never a generic text in its place).
     pub fn render(&self, m: &Message) -> Result<Rendered, TemplateError> {
-        let link = self
-            .self_service_url
-            .as_ref()
-            .map(|base| format!("{}/s/{}", base.trim_end_matches('/'), m.job_id));
+        let link = self.links.as_ref().map(|l| l.url(&m.job_id, m.sent_at));
         let wanted = m.language.split(['-', '_']).next().unwrap_or("en");
         let ctx = context! {
             amount => format_amount(m.balance_minor, &m.currency),
@@ -412,6 +433,14 @@ mod tests {
     use super::*;
     use tacto_model::Timestamp;
 
+    fn links(base: &str) -> SelfServiceLinks {
+        SelfServiceLinks {
+            base_url: base.into(),
+            secret: "links".into(),
+            valid_days: 14,
+        }
+    }
+
     fn message(channel: Channel, language: &str, currency: &str) -> Message {
         Message {
             job_id: "A:c0:d0.0:a0".into(),
@@ -430,7 +459,7 @@ mod tests {
 
     #[test]
     fn every_template_of_the_example_policy_renders_on_every_channel_and_language() {
-        let t = Templates::builtin(Some("https://pay.example".into()));
+        let t = Templates::builtin(Some(links("https://pay.example")));
         let policy = tacto_policy::Policy::example();
         let names: std::collections::BTreeSet<String> = tacto_policy::policy::EXAMPLE_POLICY
             .lines()
@@ -488,13 +517,17 @@ mod tests {
 
     #[test]
     fn sms_and_email_carry_opt_out_instructions_in_their_language() {
-        let t = Templates::builtin(Some("https://pay.example/".into()));
+        let t = Templates::builtin(Some(links("https://pay.example/")));
         let es = t
             .render(&message(Channel::Sms, "es-MX", "MXN"))
             .expect("es");
+        // The link is signed, names the job and works for 14 days from the send.
+        let token = tacto_ingest::links::sign_self_service(b"links", "A:c0:d0.0:a0", 14 * 86_400);
         assert_eq!(
             es.body,
-            "Su cuenta tiene un saldo vencido de MXN 123.45. Pague, prometa una fecha o acuerde un plan: https://pay.example/s/A:c0:d0.0:a0 Responda BAJA para no recibir más SMS."
+            format!(
+                "Su cuenta tiene un saldo vencido de MXN 123.45. Pague, prometa una fecha o acuerde un plan: https://pay.example/s/{token} Responda BAJA para no recibir más SMS."
+            )
         );
         let en = t.render(&message(Channel::Sms, "en", "USD")).expect("en");
         assert!(en.body.ends_with("Reply STOP to opt out."));

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use tacto_dispatch::sink::Message;
-use tacto_dispatch::templates::{SmsEncoding, Templates, sms_segments};
+use tacto_dispatch::templates::{SelfServiceLinks, SmsEncoding, Templates, sms_segments};
 use tacto_model::{Channel, Timestamp};
 
 const SCRIPT: &str = r#"
@@ -38,7 +38,11 @@ fn segments_match_the_reference_calculator() {
         "Hola ñandú € {} ~ \\ | ^".into(),
         "Olá, sua conta tem um saldo em atraso".into(),
     ];
-    let t = Templates::builtin(Some("https://pay.example.com/self-service".into()));
+    let t = Templates::builtin(Some(SelfServiceLinks {
+        base_url: "https://pay.example.com/self-service".into(),
+        secret: "links".into(),
+        valid_days: 14,
+    }));
     for (language, currency) in [("en", "USD"), ("es", "MXN"), ("pt", "BRL"), ("es", "CLP")] {
         let m = Message {
             job_id: "ACC-000123:c1:d14.0:a2".into(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity, UnsubscribeLinks};
 use tacto_dispatch::sink::{Message, SendError};
-use tacto_dispatch::templates::Templates;
+use tacto_dispatch::templates::{SelfServiceLinks, Templates};
 use tacto_model::{Channel, Timestamp};
 
 struct Server(Child);
@@ -62,7 +62,11 @@ fn adapter(port: u16) -> SmtpEmail {
             },
             timeout: Duration::from_secs(5),
         },
-        Arc::new(Templates::builtin(Some("https://pay.example".into()))),
+        Arc::new(Templates::builtin(Some(SelfServiceLinks {
+            base_url: "https://pay.example".into(),
+            secret: "links".into(),
+            valid_days: 14,
+        }))),
     )
     .expect("adapter")
 }
@@ -124,10 +128,14 @@ async fn an_email_arrives_with_its_unsubscribe_headers_and_opt_out_text() {
     assert_eq!(m["message_id"], "<A-1.c0.d3.0.a0@lender.example>");
     let body = m["body"].as_str().unwrap_or_default();
     assert!(body.contains("MXN 1500.00"), "{body}");
-    assert!(
-        body.contains("https://pay.example/s/A-1:c0:d3.0:a0"),
-        "{body}"
-    );
+    // The self-service link is signed and names the job.
+    let token = body
+        .split("https://pay.example/s/")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no self-service link in {body}"));
+    let link = tacto_ingest::links::verify_self_service(b"links", token, 0).expect("a valid link");
+    assert_eq!(link.job_id, "A-1:c0:d3.0:a0");
     assert!(body.contains("Para no recibir más correos"), "{body}");
     assert_eq!(m["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
     let list = m["list_unsubscribe"].as_str().unwrap_or_default();

@@ -12,7 +12,7 @@ use base64::Engine;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tacto_dispatch::sink::{Message, SendError};
-use tacto_dispatch::templates::Templates;
+use tacto_dispatch::templates::{SelfServiceLinks, Templates};
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_model::{Channel, Timestamp};
 
@@ -142,7 +142,11 @@ fn adapter(base_url: String, token: &str) -> TwilioSms {
             callback_base: Some("https://tacto.example".into()),
             timeout: Duration::from_secs(5),
         },
-        Arc::new(Templates::builtin(Some("https://pay.example".into()))),
+        Arc::new(Templates::builtin(Some(SelfServiceLinks {
+            base_url: "https://pay.example".into(),
+            secret: "links".into(),
+            valid_days: 14,
+        }))),
     )
     .expect("adapter")
 }

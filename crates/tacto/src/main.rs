@@ -46,6 +46,16 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
+    /// Prints a console user for the `--console-users` file; the password is read from the
+    /// first line of standard input.
+    ConsoleUser {
+        /// Sign-in name.
+        #[arg(long)]
+        name: String,
+        /// `read_only` or `operator`.
+        #[arg(long, default_value = "read_only")]
+        role: String,
+    },
     /// An account's timeline with the reasons behind every decision.
     Explain {
         /// The account id.
@@ -80,6 +90,22 @@ enum Command {
     },
 }
 
+/// `tacto console-user`: a `[[user]]` table with an argon2id hash of the password on stdin.
+fn console_user(name: &str, role: &str) -> anyhow::Result<()> {
+    if !matches!(role, "read_only" | "operator") {
+        anyhow::bail!("--role is read_only or operator, not {role:?}");
+    }
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.len() < 12 {
+        anyhow::bail!("the password needs at least 12 characters");
+    }
+    let hash = tacto_ingest::web::console::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("[[user]]\nname = {name:?}\nrole = \"{role}\"\npassword_hash = \"{hash}\"");
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum TopicsAction {
     /// Creates Tacto's topics (idempotent; partition counts must match existing topics).
@@ -98,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import { file, conn } => import::run(&conn, &file),
         Command::Explain { account, conn } => explain::run(&conn, &account),
         Command::Demo(args) => demo::run(&args),
+        Command::ConsoleUser { name, role } => console_user(&name, &role),
         Command::Simulate {
             events,
             policy,

@@ -7,7 +7,7 @@ use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::dialer_feed::DialerFeed;
 use tacto_dispatch::email::{SmtpConfig, SmtpEmail, SmtpSecurity, UnsubscribeLinks};
 use tacto_dispatch::sendgrid::{Sendgrid, SendgridConfig};
-use tacto_dispatch::templates::Templates;
+use tacto_dispatch::templates::{SelfServiceLinks, Templates};
 use tacto_dispatch::twilio::{Sender, TwilioConfig, TwilioSms};
 use tacto_dispatch::vicidial::{Vicidial, VicidialConfig};
 use tacto_dispatch::{Adapters, Dispatch, DispatchConfig, FileSink, WebhookSink};
@@ -55,6 +55,18 @@ pub struct ApiArgs {
     /// Shared secret of signed payment webhooks (webhooks are off without it).
     #[arg(long, env = "TACTO_WEBHOOK_SECRET")]
     webhook_secret: Option<String>,
+    /// What the self-service page asks before showing an account: `birth_date` or
+    /// `document_last_digits` (the account's `identity` answers).
+    #[arg(long, env = "TACTO_SELF_SERVICE_CHECK", default_value = "birth_date")]
+    self_service_check: tacto_ingest::web::self_service::IdentityCheck,
+    /// The payment page the self-service page hands customers to; `{account}`,
+    /// `{amount_minor}` and `{currency}` are filled in. No pay button without it.
+    #[arg(long, env = "TACTO_PAYMENT_URL")]
+    payment_url: Option<String>,
+    /// Console users (TOML: `[[user]]` with `name`, `role` = `read_only` or `operator`,
+    /// `password_hash` from `tacto console-user`). API keys always sign in as operators.
+    #[arg(long, env = "TACTO_CONSOLE_USERS")]
+    console_users: Option<PathBuf>,
 }
 
 impl ApiArgs {
@@ -70,8 +82,30 @@ impl ApiArgs {
     }
 
     /// Ingest settings with these credentials.
-    pub fn ingest_config(&self, keys: Vec<String>, providers: &ProviderArgs) -> IngestConfig {
-        IngestConfig {
+    pub fn ingest_config(
+        &self,
+        keys: Vec<String>,
+        providers: &ProviderArgs,
+    ) -> anyhow::Result<IngestConfig> {
+        let users = match &self.console_users {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                tacto_ingest::web::console::parse_users(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        Ok(IngestConfig {
+            self_service: tacto_ingest::web::self_service::SelfServiceConfig {
+                check: self.self_service_check,
+                payment_url: self.payment_url.clone(),
+                ..Default::default()
+            },
+            console: tacto_ingest::web::console::ConsoleConfig {
+                users,
+                ..Default::default()
+            },
             api_keys: keys,
             webhook_secret: self.webhook_secret.clone(),
             twilio_auth_token: providers.twilio_auth_token.clone(),
@@ -80,7 +114,7 @@ impl ApiArgs {
             dialer_token: providers.dialer_token.clone(),
             sendgrid_public_key: providers.sendgrid_webhook_public_key.clone(),
             ..IngestConfig::default()
-        }
+        })
     }
 }
 
@@ -110,9 +144,13 @@ pub struct ProviderArgs {
     /// Public base URL of the HTTP API as providers reach it (status callbacks, signatures).
     #[arg(long, env = "TACTO_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Base URL of the self-service page, linked from every SMS and email.
+    /// Base URL of the self-service page, linked from every SMS and email (`--public-url` when
+    /// absent); the links are signed with `--link-secret` and are off without it.
     #[arg(long, env = "TACTO_SELF_SERVICE_URL")]
     pub self_service_url: Option<String>,
+    /// Days a self-service link works after its message is sent.
+    #[arg(long, env = "TACTO_SELF_SERVICE_LINK_DAYS", default_value_t = 14)]
+    pub self_service_link_days: u32,
     /// SMTP server: email goes out over SMTP.
     #[arg(long, env = "TACTO_SMTP_HOST")]
     pub smtp_host: Option<String>,
@@ -134,7 +172,8 @@ pub struct ProviderArgs {
     /// Address for `mailto:` unsubscribe requests (in `List-Unsubscribe`).
     #[arg(long, env = "TACTO_UNSUBSCRIBE_MAILTO")]
     pub unsubscribe_mailto: Option<String>,
-    /// Secret that signs the links in messages (one-click unsubscribe).
+    /// Secret that signs the links in messages (one-click unsubscribe, self-service) and keys
+    /// the web pages' session cookies.
     #[arg(long, env = "TACTO_LINK_SECRET", hide_env_values = true)]
     pub link_secret: Option<String>,
     /// Token the dialer's disposition URL must carry (`/v1/callbacks/vicidial?token=…`).
@@ -182,7 +221,17 @@ pub struct ProviderArgs {
 
 impl ProviderArgs {
     fn templates(&self) -> anyhow::Result<Arc<Templates>> {
-        let mut templates = Templates::builtin(self.self_service_url.clone());
+        let links = self
+            .self_service_url
+            .clone()
+            .or_else(|| self.public_url.clone())
+            .zip(self.link_secret.clone())
+            .map(|(base_url, secret)| SelfServiceLinks {
+                base_url,
+                secret,
+                valid_days: self.self_service_link_days,
+            });
+        let mut templates = Templates::builtin(links);
         if let Some(dir) = &self.templates {
             templates = templates
                 .with_directory(dir)
@@ -449,12 +498,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     )
     .context("cannot start dispatch")?;
     let (keys, generated) = args.api.keys();
-    let ingest = Arc::new(Ingest::new(
-        dyn_log.clone(),
-        args.api.ingest_config(keys.clone(), &args.providers),
-        state.clone(),
-        system_now,
-    ));
+    let ingest = Arc::new(
+        Ingest::new(
+            dyn_log.clone(),
+            args.api.ingest_config(keys.clone(), &args.providers)?,
+            state.clone(),
+            system_now,
+        )
+        .with_policy(policy.clone()),
+    );
     let listener = tokio::net::TcpListener::bind(&args.api.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.api.listen))?;
@@ -477,11 +529,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         keys[0]
     );
     println!("Sent messages are appended to {}.", outbox.display());
+    println!("Operator console: http://{addr}/console (sign in with the API key).");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let decide_task = tokio::spawn(decide.run(system_now, stop_rx.clone()));
     let dispatch_task = tokio::spawn(dispatch.run(system_now, stop_rx.clone()));
-    let app = router(ingest);
+    let app = router(ingest).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

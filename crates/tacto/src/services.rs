@@ -138,13 +138,16 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        })
-        .await
-        .context("HTTP server failed")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await
+    .context("HTTP server failed")
 }
 
 /// Options of `tacto ingest`.
@@ -152,6 +155,10 @@ async fn serve(
 pub struct IngestArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// Policy file (TOML; the built-in example when absent): the self-service page's bounds,
+    /// the console's ledger and comparisons. Use decide's.
+    #[arg(long, env = "TACTO_POLICY")]
+    policy: Option<PathBuf>,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -177,12 +184,15 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             println!("API key (generated; set TACTO_API_KEYS): {}", keys[0]);
         }
         let dyn_log: Arc<dyn EventLog> = log.clone();
-        let ingest = Arc::new(Ingest::new(
-            dyn_log,
-            args.api.ingest_config(keys, &args.providers),
-            view,
-            system_now,
-        ));
+        let ingest = Arc::new(
+            Ingest::new(
+                dyn_log,
+                args.api.ingest_config(keys, &args.providers)?,
+                view,
+                system_now,
+            )
+            .with_policy(Arc::new(load_policy(args.policy.as_ref())?)),
+        );
         serve(&args.api.listen, router(ingest), stop_tx).await?;
         let _ = follower.join();
         Ok(())

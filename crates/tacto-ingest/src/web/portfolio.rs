@@ -53,6 +53,8 @@ pub struct Counts {
     accounts: HashSet<u64>,
     /// Recalled jobs not yet confirmed by dispatch: when the recall was decided (micros).
     pending: HashMap<String, i64>,
+    /// Confirmations read before their recall (the two come from different topics): when.
+    early: HashMap<String, i64>,
     /// Recall-to-confirmation times, milliseconds, the last [`RECALLS_KEPT`].
     pub recall_ms: VecDeque<u64>,
 }
@@ -97,7 +99,12 @@ impl Counts {
             EventBody::JobsRecalled { job_ids, .. } => {
                 day.recalled += job_ids.len() as u64;
                 for j in job_ids {
-                    self.pending.insert(j.0.clone(), at);
+                    match self.early.remove(j.as_str()) {
+                        Some(confirmed) => self.sample(confirmed - at),
+                        None => {
+                            self.pending.insert(j.0.clone(), at);
+                        }
+                    }
                 }
             }
             EventBody::ContactOutcome {
@@ -110,14 +117,14 @@ impl Counts {
                     *day.provider_errors.entry(*channel).or_default() += 1;
                 }
                 if let Some(j) = job_id
-                    && let Some(recalled) = self.pending.remove(j.as_str())
                     && *status == OutcomeStatus::NotSent
                 {
-                    let ms = u64::try_from((at - recalled).max(0) / 1_000).unwrap_or(0);
-                    if self.recall_ms.len() == RECALLS_KEPT {
-                        self.recall_ms.pop_front();
+                    match self.pending.remove(j.as_str()) {
+                        Some(recalled) => self.sample(at - recalled),
+                        None => {
+                            self.early.insert(j.0.clone(), at);
+                        }
                     }
-                    self.recall_ms.push_back(ms);
                 }
             }
             _ => {}
@@ -125,10 +132,20 @@ impl Counts {
         while self.days.len() > DAYS_KEPT {
             self.days.pop_first();
         }
-        if self.pending.len() > 100_000 {
-            // Recalls never confirmed (an adapter that lost them) stop counting after a day.
+        if self.pending.len() + self.early.len() > 100_000 {
+            // Recalls never confirmed (an adapter that lost them), and jobs that expired unsent
+            // without a recall, stop counting after a day.
             self.pending.retain(|_, t| at - *t < 86_400_000_000);
+            self.early.retain(|_, t| at - *t < 86_400_000_000);
         }
+    }
+
+    fn sample(&mut self, micros: i64) {
+        if self.recall_ms.len() == RECALLS_KEPT {
+            self.recall_ms.pop_front();
+        }
+        self.recall_ms
+            .push_back(u64::try_from(micros.max(0) / 1_000).unwrap_or(0));
     }
 
     /// The recall confirmation time at quantile `q` (0–1), milliseconds.
@@ -267,5 +284,10 @@ mod tests {
         };
         c.apply(&confirmed);
         assert_eq!(c.recall_quantile(0.5), Some(250));
+        // Read in the other order (another topic first): the same figure.
+        let mut other = Counts::default();
+        other.apply(&confirmed);
+        other.apply(&recalled);
+        assert_eq!(other.recall_quantile(0.5), Some(250));
     }
 }
