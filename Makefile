@@ -9,15 +9,18 @@ SHELL := /bin/bash
 
 .PHONY: run test bench chaos lint fmt deps system-deps test-broker build demo
 
-## Debian packages librdkafka is built with (rdkafka's cmake-build feature).
-SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
-## npm references (in tools/node): Twilio's official helper library, which the Twilio signature
+## Debian packages librdkafka is built with (rdkafka's cmake-build feature), and the browser of
+## the self-service and console end-to-end test (tests/browser.rs).
+SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev chromium
+## npm packages (in tools/node): Twilio's official helper library, which the Twilio signature
 ## test checks against.
 TWILIO_NPM_VERSION := 5.13.1
 ## The reference SMS segment calculator the segment test checks against.
 SEGMENTS_NPM_VERSION := 1.3.0
 ## SendGrid's event webhook library: the reference the webhook signature test checks against.
 SENDGRID_NPM_VERSION := 8.0.0
+## Drives Debian's Chromium in the browser test (playwright-core never downloads a browser).
+PLAYWRIGHT_NPM_VERSION := 1.64.1
 ## The Kafka-compatible broker of the real-broker tests (cached in ~/.cargo/bin once built).
 TANSU_VERSION := 0.6.0
 
@@ -43,10 +46,11 @@ deps: system-deps
 	@python3 -c 'import fastavro, yaml, kubernetes_validate, aiosmtpd' 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check fastavro pyyaml kubernetes-validate aiosmtpd
 	@[ -d tools/node/node_modules/twilio ] && [ -d tools/node/node_modules/sms-segments-calculator ] \
-	  && [ -d tools/node/node_modules/@sendgrid/eventwebhook ] || \
+	  && [ -d tools/node/node_modules/@sendgrid/eventwebhook ] \
+	  && [ -d tools/node/node_modules/playwright-core ] || \
 	  npm install --prefix tools/node --no-audit --no-fund --silent \
 	    twilio@$(TWILIO_NPM_VERSION) sms-segments-calculator@$(SEGMENTS_NPM_VERSION) \
-	    @sendgrid/eventwebhook@$(SENDGRID_NPM_VERSION)
+	    @sendgrid/eventwebhook@$(SENDGRID_NPM_VERSION) playwright-core@$(PLAYWRIGHT_NPM_VERSION)
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
