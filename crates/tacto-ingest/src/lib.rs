@@ -87,6 +87,8 @@ pub struct IngestConfig {
     pub self_service: web::self_service::SelfServiceConfig,
     /// The operator console (`/console/…`).
     pub console: web::console::ConsoleConfig,
+    /// Page requests a minute per client address on both web surfaces (half of them at once).
+    pub page_requests_per_minute: u32,
 }
 
 impl Default for IngestConfig {
@@ -103,6 +105,7 @@ impl Default for IngestConfig {
             sendgrid_public_key: None,
             self_service: web::self_service::SelfServiceConfig::default(),
             console: web::console::ConsoleConfig::default(),
+            page_requests_per_minute: 120,
         }
     }
 }

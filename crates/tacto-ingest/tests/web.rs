@@ -581,3 +581,254 @@ async fn the_console_signs_in_shows_the_account_and_enforces_roles() {
     r.post("/console/logout", &[]).await;
     assert_eq!(r.get("/console").await.status, StatusCode::SEE_OTHER);
 }
+
+mod fuzz {
+    //! Generated requests against every page and form: malformed and oversized forms,
+    //! tampered, expired and garbage links, missing, stale and foreign sessions, wrong CSRF
+    //! tokens. No 5xx, every refusal an HTML page, and nothing written unless the link, the
+    //! session and its CSRF token are all right.
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    #[derive(Clone, Debug)]
+    enum Link {
+        Valid,
+        Tampered(usize),
+        Expired,
+        Garbage(Vec<u8>),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Who {
+        Nobody,
+        Unverified,
+        Verified,
+        Operator,
+    }
+
+    #[derive(Clone, Debug)]
+    enum Csrf {
+        Right,
+        Wrong,
+        Missing,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        target: usize,
+        link: Link,
+        who: Who,
+        csrf: Csrf,
+        body: Option<Vec<u8>>,
+    }
+
+    /// (method, path after the link or absolute, a form it accepts).
+    const TARGETS: &[(&str, &str, &str)] = &[
+        ("GET", "", ""),
+        ("POST", "/verify", "answer=1984-05-17"),
+        ("POST", "/promise", "amount=100&date=2026-12-01"),
+        ("POST", "/plan", "count=3&first=2026-11-30&interval=monthly"),
+        ("POST", "/paid", "reference=R-1&date=2026-11-10"),
+        ("POST", "/problem", "kind=service&note=x"),
+        ("POST", "/preferences", "channel=sms&hours=evening"),
+        ("POST", "/opt-out", ""),
+        ("POST", "/nonsense", "a=b"),
+        ("GET", "/pay", ""),
+        ("POST", "!/console/login", "name=&password=k1"),
+        ("GET", "!/console/accounts/A-1", ""),
+        (
+            "POST",
+            "!/console/accounts/A-1/promise",
+            "amount=12.5&date=2026-12-01",
+        ),
+        ("POST", "!/console/accounts/A-1/opt-out", "channel=sms"),
+        (
+            "POST",
+            "!/console/compare",
+            "policy=version%3D1&accounts=10&days=1",
+        ),
+        ("GET", "!/console/accounts/%FF%FE", ""),
+    ];
+
+    fn case() -> impl Strategy<Value = Case> {
+        let link = prop_oneof![
+            3 => Just(Link::Valid),
+            1 => (0usize..64).prop_map(Link::Tampered),
+            1 => Just(Link::Expired),
+            1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Link::Garbage),
+        ];
+        let who = prop_oneof![
+            1 => Just(Who::Nobody),
+            1 => Just(Who::Unverified),
+            2 => Just(Who::Verified),
+            1 => Just(Who::Operator),
+        ];
+        let csrf =
+            prop_oneof![3 => Just(Csrf::Right), 1 => Just(Csrf::Wrong), 1 => Just(Csrf::Missing)];
+        let body = prop_oneof![
+            3 => Just(None),
+            1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Some),
+            1 => (0usize..3).prop_map(|k| Some(vec![b'a'; [2_000_000, 70_000, 4_097][k]])),
+        ];
+        (0..TARGETS.len(), link, who, csrf, body).prop_map(|(target, link, who, csrf, body)| Case {
+            target,
+            link,
+            who,
+            csrf,
+            body,
+        })
+    }
+
+    struct Sessions {
+        unverified: (String, String),
+        verified: (String, String),
+        operator: (String, String),
+    }
+
+    async fn sessions(api: &Api) -> Sessions {
+        let t = token(3600);
+        let mut b = Browser::new(api);
+        let page = b.get(&format!("/s/{t}")).await;
+        let unverified = (b.cookies.join("; "), csrf(&page.body));
+        let (b, _, c) = verified(api).await;
+        let verified = (b.cookies.join("; "), c);
+        let mut o = Browser::new(api);
+        o.post("/console/login", &[("name", ""), ("password", "k1")])
+            .await;
+        let page = o.get("/console/compare").await;
+        let operator = (o.cookies.join("; "), csrf(&page.body));
+        Sessions {
+            unverified,
+            verified,
+            operator,
+        }
+    }
+
+    fn request(c: &Case, s: &Sessions) -> (Request<Body>, bool) {
+        let (method, path, form) = TARGETS[c.target];
+        let good = token(3600);
+        let link = match &c.link {
+            Link::Valid => good.clone(),
+            Link::Tampered(i) => {
+                let mut t = good.clone().into_bytes();
+                let i = i % t.len();
+                t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+                String::from_utf8(t).unwrap_or_default()
+            }
+            Link::Expired => token(-10),
+            Link::Garbage(g) => g.iter().map(|b| format!("%{b:02X}")).collect::<String>(),
+        };
+        let uri = match path.strip_prefix('!') {
+            Some(absolute) => absolute.to_owned(),
+            None => format!("/s/{link}{path}"),
+        };
+        let (cookie, session_csrf) = match c.who {
+            Who::Nobody => (String::new(), String::new()),
+            Who::Unverified => s.unverified.clone(),
+            Who::Verified => s.verified.clone(),
+            Who::Operator => s.operator.clone(),
+        };
+        let csrf_field = match c.csrf {
+            Csrf::Right => format!("csrf={session_csrf}&"),
+            Csrf::Wrong => "csrf=0123456789abcdef0123456789abcdef&".into(),
+            Csrf::Missing => String::new(),
+        };
+        let body = c
+            .body
+            .clone()
+            .unwrap_or_else(|| format!("{csrf_field}{form}").into_bytes());
+        let mut r = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if !cookie.is_empty() {
+            r = r.header(header::COOKIE, cookie);
+        }
+        // Whether this request may write: a customer's choice with everything right, or an
+        // operator's action with its token.
+        let may_write = c.body.is_none()
+            && matches!(c.csrf, Csrf::Right)
+            && match path.strip_prefix('!') {
+                Some(p) => {
+                    matches!(c.who, Who::Operator) && p.starts_with("/console/accounts/A-1/")
+                }
+                None => matches!(c.link, Link::Valid) && matches!(c.who, Who::Verified),
+            };
+        (r.body(Body::from(body)).unwrap_or_default(), may_write)
+    }
+
+    #[test]
+    fn generated_requests_to_the_pages_get_pages_and_write_only_when_allowed() {
+        // One client sends every request here: the per-client budget is not what is tested.
+        let api = api_with(IngestConfig {
+            page_requests_per_minute: 10_000_000,
+            ..config()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let s = rt.block_on(sessions(&api));
+        let mut runner = TestRunner::new(Config {
+            cases: 3_000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let tally = std::cell::RefCell::new([0u32; 3]); // 2xx/3xx, 4xx, wrote
+        let result = runner.run(&case(), |c| {
+            rt.block_on(async {
+                let before = written(&api).len();
+                let (req, may_write) = request(&c, &s);
+                let resp = api
+                    .app
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let status = resp.status();
+                let ctype = resp
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 22)
+                    .await
+                    .unwrap_or_default();
+                let after = written(&api).len();
+                prop_assert!(
+                    status.as_u16() < 500,
+                    "{c:?}: {status} {}",
+                    String::from_utf8_lossy(&body)
+                );
+                if status.is_client_error() {
+                    // Pages answer with pages; only a body over the API's limit is refused by the
+                    // shared limit layer with a problem document.
+                    prop_assert!(
+                        ctype.starts_with("text/html") || ctype == "application/problem+json",
+                        "{c:?}: {status} {ctype}"
+                    );
+                    tally.borrow_mut()[1] += 1;
+                } else {
+                    tally.borrow_mut()[0] += 1;
+                }
+                if after > before {
+                    prop_assert!(may_write, "{c:?} wrote an event");
+                    tally.borrow_mut()[2] += 1;
+                }
+                Ok(())
+            })
+        });
+        let [ok, refused, wrote] = *tally.borrow();
+        eprintln!(
+            "pages: {} requests, {ok} 2xx/3xx, {refused} 4xx, {wrote} wrote",
+            ok + refused
+        );
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        // The same form in the same session is one event: few writes, however many sends.
+        assert!(refused > 1_000 && wrote >= 10, "{ok} {refused} {wrote}");
+    }
+}

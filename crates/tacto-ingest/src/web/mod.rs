@@ -235,7 +235,10 @@ impl Web {
         Self {
             pages: Pages::new(),
             sessions: session::Sessions::new(config.link_secret.as_deref(), secure),
-            clients: ClientLimiter::new(120, 60),
+            clients: ClientLimiter::new(
+                config.page_requests_per_minute,
+                config.page_requests_per_minute.div_ceil(2),
+            ),
             identity_attempts: slow(5, 180),
             logins: slow(5, 60),
             portfolio: std::sync::Arc::new(portfolio::Portfolio::default()),
