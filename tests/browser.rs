@@ -19,23 +19,6 @@ use std::time::{Duration, Instant};
 
 const LINK_SECRET: &str = "browser-test-link-secret";
 
-const POLICY: &str = r#"
-version = "browser-e2e-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [
-  { day = 0, channel = "sms", template = "reminder" },
-  { day = 0, channel = "voice", template = "agent_call" },
-]
-[[pack_overrides]]
-id = "ZZ"
-name = "Test territory without hour restrictions"
-zones = ["UTC"]
-"#;
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -114,7 +97,14 @@ fn a_customer_promises_from_the_sms_link_and_the_console_shows_why() {
 
     let (twilio_url, sent) = twilio_stub();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+    let policy = common::zz_policy(
+        "browser-e2e-1",
+        &[
+            r#"{ day = 0, channel = "sms", template = "reminder" }"#,
+            r#"{ day = 0, channel = "voice", template = "agent_call" }"#,
+        ],
+    );
+    std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let (child, base) = common::spawn_listening(

@@ -16,22 +16,15 @@ use tacto_ingest::twilio;
 
 const PUBLIC: &str = "https://tacto.example";
 
-const POLICY: &str = r#"
-version = "channels-e2e-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [
-  { day = 0, channel = "sms", template = "reminder" },
-  { day = 0, channel = "email", template = "reminder" },
-]
-[[pack_overrides]]
-id = "ZZ"
-name = "Test territory without hour restrictions"
-zones = ["UTC"]
-"#;
+fn policy() -> String {
+    common::zz_policy(
+        "channels-e2e-1",
+        &[
+            r#"{ day = 0, channel = "sms", template = "reminder" }"#,
+            r#"{ day = 0, channel = "email", template = "reminder" }"#,
+        ],
+    )
+}
 
 struct Tacto {
     child: Child,
@@ -41,11 +34,11 @@ struct Tacto {
 
 impl Tacto {
     fn start(twilio_url: &str) -> Self {
-        Self::start_with(twilio_url, "0.02", POLICY, &[])
+        Self::start_with(twilio_url, "0.02", &policy(), &[])
     }
 
     fn start_with_rate(twilio_url: &str, rate_sms: &str) -> Self {
-        Self::start_with(twilio_url, rate_sms, POLICY, &[])
+        Self::start_with(twilio_url, rate_sms, &policy(), &[])
     }
 
     fn start_with(twilio_url: &str, rate_sms: &str, policy: &str, extra: &[&str]) -> Self {
@@ -351,19 +344,12 @@ fn vicidial_stub() -> (String, Leads) {
     )
 }
 
-const VOICE_POLICY: &str = r#"
-version = "channels-e2e-voice"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "voice", template = "agent_call", fallback = ["sms"] }]
-[[pack_overrides]]
-id = "ZZ"
-name = "Test territory without hour restrictions"
-zones = ["UTC"]
-"#;
+fn voice_policy() -> String {
+    common::zz_policy(
+        "channels-e2e-voice",
+        &[r#"{ day = 0, channel = "voice", template = "agent_call", fallback = ["sms"] }"#],
+    )
+}
 
 #[test]
 fn a_payment_recalls_work_at_both_the_dialer_and_the_sms_provider() {
@@ -372,7 +358,7 @@ fn a_payment_recalls_work_at_both_the_dialer_and_the_sms_provider() {
     let t = Tacto::start_with(
         &twilio_url,
         "0.02",
-        VOICE_POLICY,
+        &voice_policy(),
         &[
             "--vicidial-url",
             &vicidial_url,

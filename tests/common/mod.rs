@@ -17,6 +17,29 @@ name = "Test territory without hour restrictions"
 zones = ["UTC"]
 "#;
 
+/// A policy named `version` with one cadence of `steps` (TOML inline tables) for every account,
+/// in the test territory without hour restrictions.
+pub fn zz_policy(version: &str, steps: &[&str]) -> String {
+    format!(
+        r#"
+version = "{version}"
+jitter_minutes = 0
+[[segments]]
+name = "all"
+cadence = "main"
+[cadences.main]
+steps = [
+  {}
+]
+[[pack_overrides]]
+id = "ZZ"
+name = "Test territory without hour restrictions"
+zones = ["UTC"]
+"#,
+        steps.join(",\n  ")
+    )
+}
+
 /// Starts `tacto run` (or another command that prints `listening on URL` first) with its
 /// standard output piped; returns the process and the URL. Keeps reading what it prints, so
 /// that it never writes into a closed pipe.

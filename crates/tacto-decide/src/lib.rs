@@ -340,9 +340,8 @@ fn output_records(outputs: &[Output]) -> Result<(Vec<Record>, Vec<Record>), Deci
         let reason = e
             .body
             .decision_record()
-            .and_then(|d| d.reasons.first())
-            .and_then(|r| serde_json::to_value(r.code).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|d| !d.reasons.is_empty())
+            .map(|d| d.first_code())
             .unwrap_or_default();
         m.decisions
             .get_or_create(&vec![

@@ -459,6 +459,18 @@ pub struct DecisionRecord {
     pub reasons: Vec<Reason>,
 }
 
+impl DecisionRecord {
+    /// The snake_case code of the first (most important) reason, `none` when there is none:
+    /// how counts and metrics group decisions.
+    pub fn first_code(&self) -> String {
+        self.reasons
+            .first()
+            .and_then(|r| serde_json::to_value(r.code).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
 /// One reason behind a decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {

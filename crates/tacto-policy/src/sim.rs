@@ -25,27 +25,19 @@ pub struct Stats {
     pub recalls: BTreeMap<String, u64>,
 }
 
-fn code_name(e: &tacto_model::DecisionRecord) -> String {
-    e.reasons
-        .first()
-        .and_then(|r| serde_json::to_value(r.code).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "none".into())
-}
-
 impl Stats {
     fn count(&mut self, e: &Event) {
         *self.by_type.entry(e.body.type_name()).or_default() += 1;
         match &e.body {
             EventBody::ContactScheduled(j) => *self.contacts.entry(j.channel).or_default() += 1,
             EventBody::ContactDeferred { decision, .. } => {
-                *self.deferrals.entry(code_name(decision)).or_default() += 1
+                *self.deferrals.entry(decision.first_code()).or_default() += 1
             }
             EventBody::ContactSuppressed { decision, .. } => {
-                *self.suppressions.entry(code_name(decision)).or_default() += 1
+                *self.suppressions.entry(decision.first_code()).or_default() += 1
             }
             EventBody::JobsRecalled { job_ids, decision } => {
-                *self.recalls.entry(code_name(decision)).or_default() += job_ids.len() as u64
+                *self.recalls.entry(decision.first_code()).or_default() += job_ids.len() as u64
             }
             _ => {}
         }

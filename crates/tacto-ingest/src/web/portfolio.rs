@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tacto_log::{EventLog, events};
-use tacto_model::{Channel, DecisionRecord, Event, EventBody, OutcomeStatus};
+use tacto_model::{Channel, Event, EventBody, OutcomeStatus};
 
 /// Days of counts kept.
 pub const DAYS_KEPT: usize = 90;
@@ -59,14 +59,6 @@ pub struct Counts {
     pub recall_ms: VecDeque<u64>,
 }
 
-fn first_code(d: &DecisionRecord) -> String {
-    d.reasons
-        .first()
-        .and_then(|r| serde_json::to_value(r.code).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "none".into())
-}
-
 impl Counts {
     /// Accounts seen (distinct ids of account upserts).
     pub fn accounts(&self) -> usize {
@@ -91,10 +83,10 @@ impl Counts {
             EventBody::OptedOut { .. } => day.opt_outs += 1,
             EventBody::ContactScheduled(j) => *day.contacts.entry(j.channel).or_default() += 1,
             EventBody::ContactDeferred { decision, .. } => {
-                *day.deferrals.entry(first_code(decision)).or_default() += 1
+                *day.deferrals.entry(decision.first_code()).or_default() += 1
             }
             EventBody::ContactSuppressed { decision, .. } => {
-                *day.suppressions.entry(first_code(decision)).or_default() += 1
+                *day.suppressions.entry(decision.first_code()).or_default() += 1
             }
             EventBody::JobsRecalled { job_ids, .. } => {
                 day.recalled += job_ids.len() as u64;
@@ -242,7 +234,7 @@ fn read_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tacto_model::{JobId, Timestamp, samples};
+    use tacto_model::{DecisionRecord, JobId, Timestamp, samples};
 
     #[test]
     fn counts_fold_contacts_reasons_promises_and_recall_times() {
