@@ -283,6 +283,11 @@ async fn the_identity_check_comes_first_and_is_rate_limited() {
     );
     let home = b.get(&format!("/s/{t}")).await;
     assert!(home.body.contains("USD 450.00"), "{}", home.body);
+    // Fast on a slow phone: one request, no script, no image, no font; the whole page (styles
+    // included) weighs this much before compression.
+    eprintln!("self-service account page: {} bytes", home.body.len());
+    assert!(home.body.len() < 24 * 1024, "{} bytes", home.body.len());
+    assert!(!home.body.contains("<script") && !home.body.contains("<img"));
     // A sixth attempt on the account (from anyone) waits.
     let mut other = Browser::new(&api);
     let p = other.get(&format!("/s/{t}")).await;
