@@ -156,3 +156,44 @@ fn simulate_compares_two_policies_on_the_same_events() {
         "the stricter cap defers at least as often: {stdout}"
     );
 }
+
+#[test]
+fn console_user_prints_an_entry_the_console_accepts() {
+    use std::io::Write;
+    let run = |password: &str, role: &str| {
+        let mut child = tacto()
+            .args(["console-user", "--name", "ana", "--role", role])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("output")
+    };
+    let out = run("correct horse battery", "operator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let users = tacto_ingest::web::console::parse_users(&text).expect("a valid users file");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].name, "ana");
+    assert_eq!(users[0].role, tacto_ingest::web::console::Role::Operator);
+    assert!(!text.contains("correct horse"), "only the hash is printed");
+    assert!(
+        !run("short", "operator").status.success(),
+        "short passwords are refused"
+    );
+    assert!(
+        !run("correct horse battery", "admin").status.success(),
+        "unknown roles are refused"
+    );
+}
