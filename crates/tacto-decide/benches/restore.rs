@@ -1,7 +1,9 @@
 //! Decide on the embedded log at portfolio scale: how fast it folds a loaded portfolio (every
-//! account's upsert read from the log, decided, its decisions appended), how long a snapshot
-//! takes and how big it is, and how long a restart takes (snapshot read and decoded, timers
-//! rebuilt), as medians with min–max over several restarts.
+//! account's upsert read from the log, decided, its decisions appended), how long the first
+//! snapshot (every account) takes and how big it is, how long the next one takes after a
+//! tenth of the accounts (at most 50,000) got a payment (only they are written), and how long
+//! a restart takes (snapshot read and decoded, timers rebuilt), as medians with min–max over
+//! several restarts.
 //!
 //! `cargo bench -p tacto-decide --bench restore` (`TACTO_BENCH_ACCOUNTS`, default 1,000,000;
 //! `TACTO_BENCH_RESTARTS`, default 5). A harness, not criterion: one run is minutes long.
@@ -87,14 +89,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let started = Instant::now();
-    decide.snapshot()?;
+    let written = decide.snapshot()?;
     let snapshotted = started.elapsed();
-    let size = log.get_blob("decide/snapshot")?.map_or(0, |b| b.len());
+    let mut size = log.get_blob("decide/snapshot")?.map_or(0, |b| b.len());
+    log.scan_blobs("decide/account/", &mut |_, v| {
+        size += v.len();
+        Ok(())
+    })?;
     println!(
-        "snapshot of {accounts} accounts: {:.2} s, {} bytes ({:.0} B/account)",
+        "first snapshot: {written} accounts in {:.2} s, {} bytes ({:.0} B/account)",
         snapshotted.as_secs_f64(),
         size,
         size as f64 / accounts.max(1) as f64
+    );
+
+    // Activity: a payment on a tenth of the accounts (at most 50,000), then the next snapshot.
+    let paying = (accounts / 10).clamp(1, 50_000);
+    let mut payments = Vec::with_capacity(paying as usize);
+    for i in 0..paying {
+        let open = synthetic::account(7, i, at);
+        let currency = match &open.body {
+            tacto_model::EventBody::AccountUpserted(d) => d.currency.clone(),
+            _ => "USD".into(),
+        };
+        let e = tacto_model::Event {
+            id: tacto_model::EventId(format!("bench-pay-{i}")),
+            occurred_at: at,
+            account_id: open.account_id.clone(),
+            source: "bench".into(),
+            body: tacto_model::EventBody::PaymentReceived {
+                payment_id: format!("bench-pay-{i}"),
+                debt_id: None,
+                amount_minor: 100,
+                currency,
+                method: String::new(),
+            },
+        };
+        payments.push(events::to_record(&e)?);
+    }
+    log.append(events::EVENTS.name(), &payments)?;
+    while decide.step(at)? > 0 {}
+    let started = Instant::now();
+    let written = decide.snapshot()?;
+    println!(
+        "next snapshot after {paying} payments: {written} accounts written in {:.3} s",
+        started.elapsed().as_secs_f64()
     );
     drop(decide);
 

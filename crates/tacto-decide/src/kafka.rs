@@ -9,10 +9,7 @@
 //! recognised by their ids, and jobs decided again get the same deterministic ids (dispatch
 //! sends a job id once). On revocation it commits and drops the partition's accounts.
 
-use crate::{
-    Contacts, DecideConfig, DecideError, DecideState, Output, apply_record, output_records,
-};
-use serde::{Deserialize, Serialize};
+use crate::{DecideConfig, DecideError, DecideState, Output, apply_record, output_records};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,41 +17,9 @@ use std::time::Duration;
 use tacto_log::kafka::{GroupConsumer, KafkaLog, KafkaSettings, Rebalanced, read_partition_to_end};
 use tacto_log::{EventLog, Record, events, partition_for};
 use tacto_model::Timestamp;
-use tacto_policy::{Account, Policy};
+use tacto_policy::Policy;
 
-/// One account's entry in the changelog: everything decide needs to resume it.
-#[derive(Serialize, Deserialize)]
-pub struct StateEntry {
-    /// The account's folded state.
-    pub account: Account,
-    /// Its pending wake-up.
-    pub wake: Option<Timestamp>,
-    /// Its personal data: contact addresses and identity answers (as on the events topic).
-    pub contacts: Contacts,
-}
-
-/// The first two bytes of a changelog value: `T` and the layout version of [`StateEntry`].
-/// Values of another layout are refused by name instead of being misread.
-const ENTRY_MAGIC: [u8; 2] = [b'T', 2];
-
-impl StateEntry {
-    /// Encodes a changelog value.
-    pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
-        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
-            .map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
-    }
-
-    /// Decodes a changelog value.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecideError> {
-        let body = bytes.strip_prefix(&ENTRY_MAGIC[..]).ok_or_else(|| {
-            DecideError::Snapshot(format!(
-                "changelog: not a layout-{} entry (written by another Tacto version)",
-                ENTRY_MAGIC[1]
-            ))
-        })?;
-        postcard::from_bytes(body).map_err(|e| DecideError::Snapshot(format!("changelog: {e}")))
-    }
-}
+pub use crate::StateEntry;
 
 /// Reads a partition of the decide changelog into `state` (accounts, wakes and addresses).
 /// Returns how many entries it read.
@@ -319,6 +284,7 @@ impl KafkaDecide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Contacts;
     use tacto_model::{IdentityAnswers, samples};
 
     #[test]

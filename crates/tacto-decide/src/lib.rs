@@ -194,19 +194,57 @@ impl tacto_ingest::AccountView for DecideState {
     }
 }
 
+/// The head of a snapshot: the offsets it covers. The accounts are entries of their own
+/// (`decide/account/{id}`, a [`StateEntry`] each), written when they change: a snapshot writes
+/// the head and the accounts changed since the last one in one atomic write, so its cost grows
+/// with the activity since the last snapshot, not with the portfolio.
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
+struct SnapshotHead {
     version: u32,
     offsets: Vec<u64>,
-    accounts: Vec<Account>,
-    wakes: Vec<(String, Timestamp)>,
-    directory: Vec<(String, Contacts)>,
+    accounts: u64,
 }
 
 const SNAPSHOT: &str = "decide/snapshot";
-/// The layout of [`Snapshot`] (and of the account state in it). A snapshot of another version
-/// is not read: decide rebuilds its state from the start of the log instead.
-const SNAPSHOT_VERSION: u32 = 2;
+const ACCOUNT_PREFIX: &str = "decide/account/";
+/// The layout of the snapshot (head and account entries). A snapshot of another layout is
+/// refused by name.
+const SNAPSHOT_VERSION: u32 = 3;
+
+/// One account's entry in a snapshot or in the Kafka changelog: everything decide needs to
+/// resume it.
+#[derive(Serialize, Deserialize)]
+pub struct StateEntry {
+    /// The account's folded state.
+    pub account: Account,
+    /// Its pending wake-up.
+    pub wake: Option<Timestamp>,
+    /// Its personal data: contact addresses and identity answers (as on the events topic).
+    pub contacts: Contacts,
+}
+
+/// The first two bytes of an encoded [`StateEntry`]: `T` and its layout version. Entries of
+/// another layout are refused by name instead of being misread.
+const ENTRY_MAGIC: [u8; 2] = [b'T', 2];
+
+impl StateEntry {
+    /// Encodes an entry.
+    pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
+        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
+            .map_err(|e| DecideError::Snapshot(format!("state entry: {e}")))
+    }
+
+    /// Decodes an entry.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecideError> {
+        let body = bytes.strip_prefix(&ENTRY_MAGIC[..]).ok_or_else(|| {
+            DecideError::Snapshot(format!(
+                "state entry: not a layout-{} entry (written by another Tacto version)",
+                ENTRY_MAGIC[1]
+            ))
+        })?;
+        postcard::from_bytes(body).map_err(|e| DecideError::Snapshot(format!("state entry: {e}")))
+    }
+}
 
 /// The decide service.
 pub struct Decide {
@@ -371,8 +409,8 @@ impl Decide {
         let state = Arc::new(DecideState::default());
         let mut offsets = vec![0; partitions];
         if let Some(bytes) = log.get_blob(SNAPSHOT)? {
-            // The version leads the snapshot: read it alone first, so that a snapshot of
-            // another layout is named as such rather than failing to decode.
+            // The version leads the head: read it alone first, so that a snapshot of another
+            // layout is named as such rather than failing to decode.
             let (version, _) = postcard::take_from_bytes::<u32>(&bytes)
                 .map_err(|e| DecideError::Snapshot(format!("unreadable snapshot: {e}")))?;
             if version != SNAPSHOT_VERSION {
@@ -381,28 +419,50 @@ impl Decide {
                      run the Tacto version that wrote it, or start this one on a new data directory"
                 )));
             }
-            let snap: Snapshot = postcard::from_bytes(&bytes)
+            let head: SnapshotHead = postcard::from_bytes(&bytes)
                 .map_err(|e| DecideError::Snapshot(format!("unreadable snapshot: {e}")))?;
-            if snap.version != SNAPSHOT_VERSION || snap.offsets.len() != partitions {
+            if head.offsets.len() != partitions {
                 return Err(DecideError::Snapshot(format!(
-                    "snapshot version {} with {} partitions does not match this build ({SNAPSHOT_VERSION}, {partitions})",
-                    snap.version,
-                    snap.offsets.len()
+                    "the snapshot covers {} partitions, the log has {partitions}",
+                    head.offsets.len()
                 )));
             }
-            let mut store = AccountStore::with_capacity(snap.accounts.len());
-            let n = snap.accounts.len();
-            for a in snap.accounts {
-                store.insert(a);
+            let mut store = AccountStore::with_capacity(head.accounts as usize);
+            let mut wakes = Vec::new();
+            let mut directory = HashMap::with_capacity(head.accounts as usize);
+            let mut unreadable: Option<DecideError> = None;
+            log.scan_blobs(ACCOUNT_PREFIX, &mut |name, value| {
+                match StateEntry::decode(value) {
+                    Ok(entry) => {
+                        let id = entry.account.id.to_string();
+                        if let Some(w) = entry.wake {
+                            wakes.push((id.clone(), w));
+                        }
+                        directory.insert(id, entry.contacts);
+                        store.insert(entry.account);
+                    }
+                    Err(e) => {
+                        unreadable.get_or_insert(DecideError::Snapshot(format!("{name}: {e}")));
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some(e) = unreadable {
+                return Err(e);
             }
-            offsets = snap.offsets;
+            let n = store.len();
+            offsets = head.offsets;
             if let Ok(mut engine) = state.engine.write() {
-                *engine = Engine::restore(store, snap.wakes);
+                *engine = Engine::restore(store, wakes);
             }
             if let Ok(mut dir) = state.directory.write() {
-                *dir = snap.directory.into_iter().collect();
+                *dir = directory;
             }
             tracing::info!(accounts = n, ?offsets, "restored from snapshot");
+        }
+        if let Ok(mut engine) = state.engine.write() {
+            // A snapshot writes the accounts changed since the one before.
+            engine.track_changes();
         }
         Ok(Self {
             log,
@@ -521,41 +581,74 @@ impl Decide {
         Ok(())
     }
 
-    /// Writes a snapshot of every account, timer and address with the offsets it covers.
-    pub fn snapshot(&mut self) -> Result<(), DecideError> {
-        let snap = {
-            let engine = self
+    /// Writes a snapshot: the offsets it covers, and every account (with its timer and personal
+    /// data) changed since the last snapshot, in one atomic write. Returns how many accounts
+    /// it wrote.
+    pub fn snapshot(&mut self) -> Result<usize, DecideError> {
+        let (entries, changed, total) = {
+            let mut engine = self
                 .state
                 .engine
-                .read()
+                .write()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
             let directory = self
                 .state
                 .directory
                 .read()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-            Snapshot {
+            let changed = engine.take_changed();
+            let entries: Vec<(String, StateEntry)> = changed
+                .iter()
+                .filter_map(|id| {
+                    let account = engine.store.get(id)?.clone();
+                    Some((
+                        format!("{ACCOUNT_PREFIX}{id}"),
+                        StateEntry {
+                            account,
+                            wake: engine.wake_of(id),
+                            contacts: directory.get(id.as_str()).cloned().unwrap_or_default(),
+                        },
+                    ))
+                })
+                .collect();
+            (entries, changed, engine.store.len())
+        };
+        let written = (|| {
+            let head = postcard::to_allocvec(&SnapshotHead {
                 version: SNAPSHOT_VERSION,
                 offsets: self.offsets.clone(),
-                accounts: engine.store.iter().cloned().collect(),
-                wakes: engine.wakes(),
-                directory: directory
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                accounts: total as u64,
+            })
+            .map_err(|e| DecideError::Snapshot(e.to_string()))?;
+            let mut encoded = Vec::with_capacity(entries.len());
+            for (name, entry) in &entries {
+                encoded.push((name.as_str(), entry.encode()?));
+            }
+            let mut items: Vec<(&str, &[u8])> =
+                encoded.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            items.push((SNAPSHOT, &head));
+            self.log.put_blobs(&items)?;
+            Ok::<usize, DecideError>(encoded.iter().map(|(_, v)| v.len()).sum())
+        })();
+        let bytes = match written {
+            Ok(b) => b,
+            Err(e) => {
+                // Not written: these accounts still differ from the last snapshot.
+                if let Ok(mut engine) = self.state.engine.write() {
+                    engine.mark_changed(changed);
+                }
+                return Err(e);
             }
         };
-        let bytes =
-            postcard::to_allocvec(&snap).map_err(|e| DecideError::Snapshot(e.to_string()))?;
-        self.log.put_blob(SNAPSHOT, &bytes)?;
         tracing::info!(
-            accounts = snap.accounts.len(),
-            bytes = bytes.len(),
+            accounts = total,
+            written = entries.len(),
+            bytes,
             "snapshot written"
         );
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
-        Ok(())
+        Ok(entries.len())
     }
 
     /// Runs until `shutdown` turns true, then writes a last snapshot.
@@ -588,6 +681,6 @@ impl Decide {
                 _ = shutdown.changed() => {}
             }
         }
-        tokio::task::block_in_place(|| self.snapshot())
+        tokio::task::block_in_place(|| self.snapshot()).map(|_| ())
     }
 }

@@ -121,3 +121,38 @@ fn catch_up_folds_what_was_acknowledged_after_the_snapshot_before_anyone_reads_t
     assert_eq!(state(&d).len(), 80, "caught up: every acknowledged account");
     assert_eq!(d.catch_up(t0).expect("again"), 0, "nothing left");
 }
+
+#[test]
+fn snapshots_write_only_what_changed_and_restore_the_whole_state() {
+    let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
+    let policy = Arc::new(Policy::example());
+    let config = DecideConfig {
+        snapshot_every_events: u64::MAX,
+        snapshot_interval: std::time::Duration::from_secs(3600),
+        ..DecideConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("d.redb");
+    let before = {
+        let l = EmbeddedLog::open(&path).expect("log");
+        events::create_topics(&l, 2).expect("topics");
+        load(&l, 0, 200, t0);
+        let log: Arc<dyn EventLog> = Arc::new(l);
+        let mut d = Decide::restore(log.clone(), policy.clone(), config.clone()).expect("start");
+        while d.step(t0).expect("step") > 0 {}
+        assert_eq!(d.snapshot().expect("first"), 200, "the first snapshot writes every account");
+        assert_eq!(d.snapshot().expect("idle"), 0, "nothing changed, nothing written");
+        // 20 more accounts: the next snapshot writes those (and any account whose state moved).
+        let mut records = Vec::new();
+        for i in 200..220 {
+            records.push(events::to_record(&synthetic::account(5, i, t0)).expect("encode"));
+        }
+        log.append(events::EVENTS.name(), &records).expect("append");
+        while d.step(t0).expect("step") > 0 {}
+        assert_eq!(d.snapshot().expect("third"), 20, "only the accounts that changed");
+        state(&d)
+    };
+    let l = EmbeddedLog::open(&path).expect("reopen");
+    let d = Decide::restore(Arc::new(l), policy, config).expect("restore");
+    assert_eq!(state(&d), before, "the head and every entry give back the same state");
+}

@@ -363,6 +363,27 @@ impl EventLog for EmbeddedLog {
         })
     }
 
+    fn scan_blobs(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        self.with(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(META).map_err(storage)?;
+            let mut n = 0;
+            for entry in t.range(prefix..).map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                visit(k.value(), v.value())?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
     fn put_blobs(&self, items: &[(&str, &[u8])]) -> Result<(), LogError> {
         if items.is_empty() {
             return Ok(());
@@ -474,6 +495,21 @@ mod tests {
         assert_eq!(log.get_blob("b").expect("b"), Some(b"2".to_vec()));
         assert_eq!(log.get_blob("c").expect("c"), Some(Vec::new()));
         assert_eq!(log.get_blob("d").expect("d"), None);
+        // A prefix scan sees exactly the names under the prefix, in order.
+        log.put_blobs(&[("p/2", b"two"), ("p/1", b"one"), ("q", b"no"), ("p", b"no")])
+            .expect("put");
+        let mut seen = Vec::new();
+        let n = log
+            .scan_blobs("p/", &mut |k, v| {
+                seen.push((k.to_owned(), v.to_vec()));
+                Ok(())
+            })
+            .expect("scan");
+        assert_eq!(n, 2);
+        assert_eq!(
+            seen,
+            vec![("p/1".to_owned(), b"one".to_vec()), ("p/2".to_owned(), b"two".to_vec())]
+        );
     }
 
     #[test]

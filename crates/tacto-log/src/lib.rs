@@ -179,4 +179,16 @@ pub trait EventLog: Send + Sync {
         }
         Ok(())
     }
+    /// Calls `visit` with every blob whose name starts with `prefix`, in name order, from one
+    /// consistent view of the store; returns how many. Backends without a blob store refuse.
+    fn scan_blobs(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        let _ = visit;
+        Err(LogError::Unsupported(format!(
+            "scanning blobs {prefix:?}: this backend keeps no blobs"
+        )))
+    }
 }

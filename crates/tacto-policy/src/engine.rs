@@ -56,6 +56,13 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Marks accounts changed again (a snapshot that took them failed to write).
+    pub fn mark_changed(&mut self, ids: impl IntoIterator<Item = CompactString>) {
+        if let Some(c) = self.changed.as_mut() {
+            c.extend(ids);
+        }
+    }
+
     fn touch(&mut self, id: &str) {
         if let Some(c) = self.changed.as_mut()
             && !c.contains(id)
