@@ -140,8 +140,16 @@ fn snapshots_write_only_what_changed_and_restore_the_whole_state() {
         let log: Arc<dyn EventLog> = Arc::new(l);
         let mut d = Decide::restore(log.clone(), policy.clone(), config.clone()).expect("start");
         while d.step(t0).expect("step") > 0 {}
-        assert_eq!(d.snapshot().expect("first"), 200, "the first snapshot writes every account");
-        assert_eq!(d.snapshot().expect("idle"), 0, "nothing changed, nothing written");
+        assert_eq!(
+            d.snapshot().expect("first"),
+            200,
+            "the first snapshot writes every account"
+        );
+        assert_eq!(
+            d.snapshot().expect("idle"),
+            0,
+            "nothing changed, nothing written"
+        );
         // 20 more accounts: the next snapshot writes those (and any account whose state moved).
         let mut records = Vec::new();
         for i in 200..220 {
@@ -149,10 +157,18 @@ fn snapshots_write_only_what_changed_and_restore_the_whole_state() {
         }
         log.append(events::EVENTS.name(), &records).expect("append");
         while d.step(t0).expect("step") > 0 {}
-        assert_eq!(d.snapshot().expect("third"), 20, "only the accounts that changed");
+        assert_eq!(
+            d.snapshot().expect("third"),
+            20,
+            "only the accounts that changed"
+        );
         state(&d)
     };
     let l = EmbeddedLog::open(&path).expect("reopen");
     let d = Decide::restore(Arc::new(l), policy, config).expect("restore");
-    assert_eq!(state(&d), before, "the head and every entry give back the same state");
+    assert_eq!(
+        state(&d),
+        before,
+        "the head and every entry give back the same state"
+    );
 }

@@ -200,6 +200,24 @@ struct Inner {
     limiters: BTreeMap<Channel, Gate>,
     /// Serialises job state transitions: a recall and a send never both win.
     transitions: tokio::sync::Mutex<()>,
+    /// Jobs being handled now. The same job can be on the contacts topic twice (decide
+    /// decides the tail of the log again after a restart, with the same job ids): the twin
+    /// that finds its job in flight leaves it to the first.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Holds a job in the set of jobs in flight until dropped.
+struct InFlight<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    job: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.job);
+        }
+    }
 }
 
 /// A channel's rate limit with the queue in front of it. Jobs queue in arrival order (tokio's
@@ -304,6 +322,7 @@ impl Dispatch {
                 config,
                 limiters,
                 transitions: tokio::sync::Mutex::new(()),
+                in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
             in_flight: Arc::new(std::sync::Mutex::new(vec![
                 Default::default();
@@ -389,6 +408,32 @@ impl Inner {
         self.report(account, &job.job_id, job.channel, status, at)
     }
 
+    /// Marks a job in flight, unless it is already (then `None`).
+    fn enter(&self, job: &JobId) -> Option<InFlight<'_>> {
+        let mut set = self.in_flight.lock().ok()?;
+        set.insert(job.0.clone()).then(|| InFlight {
+            set: &self.in_flight,
+            job: job.0.clone(),
+        })
+    }
+
+    /// Finishes a job that was never handed to a provider as not sent, unless it is finished
+    /// already: the same job can be on the contacts topic twice (decide decides the tail of the
+    /// log again after a restart, with the same job ids), and the twin may have sent it while
+    /// this one waited.
+    async fn finish_unsent(
+        &self,
+        account: &AccountId,
+        job: &ContactJob,
+        at: Timestamp,
+    ) -> Result<(), LogError> {
+        let _t = self.transitions.lock().await;
+        if self.state(&job.job_id)?.is_some() {
+            return Ok(());
+        }
+        self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, at)
+    }
+
     /// The last look: whether the account's current state forbids this job now (a payment, a
     /// STOP, a hold that arrived after the job was decided; an unknown account).
     fn refused_by_last_look(&self, account: &AccountId, job: &ContactJob, now: Timestamp) -> bool {
@@ -423,6 +468,10 @@ impl Inner {
         job: &ContactJob,
         clock: fn() -> Timestamp,
     ) -> Result<(), LogError> {
+        let Some(_in_flight) = self.enter(&job.job_id) else {
+            tracing::info!(job = %job.job_id, "the same job is being handled already");
+            return Ok(());
+        };
         match self.state(&job.job_id)? {
             None => {}
             Some(JobState::Attempting) => {
@@ -473,26 +522,20 @@ impl Inner {
                 .observe(waiting.elapsed().as_secs_f64());
             if ready.is_err() {
                 tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
-                return self.finish(
-                    account,
-                    job,
-                    JobState::NotSent,
-                    OutcomeStatus::NotSent,
-                    clock(),
-                );
+                return self.finish_unsent(account, job, clock()).await;
             }
         }
         // The last look: state may have changed since the job was made (a payment, a STOP).
         let now = clock();
         if self.refused_by_last_look(account, job, now) {
-            return self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, now);
+            return self.finish_unsent(account, job, now).await;
         }
         let Some(address) =
             self.decide
                 .address(account.as_str(), &job.contact_point_id, job.channel)
         else {
             tracing::warn!(job = %job.job_id, "no address for the contact point");
-            return self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, now);
+            return self.finish_unsent(account, job, now).await;
         };
         // Recorded before the call: after a crash this job is never sent again. The check and
         // the record are one step against recalls.

@@ -508,7 +508,10 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(
             seen,
-            vec![("p/1".to_owned(), b"one".to_vec()), ("p/2".to_owned(), b"two".to_vec())]
+            vec![
+                ("p/1".to_owned(), b"one".to_vec()),
+                ("p/2".to_owned(), b"two".to_vec())
+            ]
         );
     }
 
