@@ -366,7 +366,7 @@ impl EventLog for EmbeddedLog {
     fn scan_blobs(
         &self,
         prefix: &str,
-        visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), LogError>,
+        visit: &mut crate::BlobVisitor<'_>,
     ) -> Result<u64, LogError> {
         self.with(|db| {
             let tx = db.begin_read().map_err(storage)?;

@@ -106,6 +106,9 @@ pub fn partition_for(key: &str, partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
 
+/// What [`EventLog::scan_blobs`] calls with each blob's name and value.
+pub type BlobVisitor<'a> = dyn FnMut(&str, &[u8]) -> Result<(), LogError> + 'a;
+
 /// The event-log port. Appends are durable when they return.
 pub trait EventLog: Send + Sync {
     /// Creates a topic (idempotent for the same partition count).
@@ -181,11 +184,7 @@ pub trait EventLog: Send + Sync {
     }
     /// Calls `visit` with every blob whose name starts with `prefix`, in name order, from one
     /// consistent view of the store; returns how many. Backends without a blob store refuse.
-    fn scan_blobs(
-        &self,
-        prefix: &str,
-        visit: &mut dyn FnMut(&str, &[u8]) -> Result<(), LogError>,
-    ) -> Result<u64, LogError> {
+    fn scan_blobs(&self, prefix: &str, visit: &mut BlobVisitor<'_>) -> Result<u64, LogError> {
         let _ = visit;
         Err(LogError::Unsupported(format!(
             "scanning blobs {prefix:?}: this backend keeps no blobs"
