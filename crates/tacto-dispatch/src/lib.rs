@@ -785,7 +785,10 @@ impl Dispatch {
             .inc();
         match decoded {
             Ok(e) => match e.body {
-                EventBody::ContactScheduled(job) => {
+                EventBody::ContactScheduled(mut job) => {
+                    // The decision's reasons (rules, legal sources) are on the decisions topic;
+                    // a job waiting for its rate limit does not need to hold them.
+                    job.decision.reasons = Vec::new();
                     let inner = inner.clone();
                     let account = e.account_id.clone();
                     let offset = d.position.offset;
