@@ -24,6 +24,15 @@ fn load(log: &EmbeddedLog, from: u64, to: u64, at: Timestamp) {
     log.append(events::EVENTS.name(), &records).expect("append");
 }
 
+/// Snapshots only when a test asks for one.
+fn by_hand() -> DecideConfig {
+    DecideConfig {
+        snapshot_every_events: u64::MAX,
+        snapshot_interval: std::time::Duration::from_secs(3600),
+        ..DecideConfig::default()
+    }
+}
+
 fn state(d: &Decide) -> Vec<tacto_policy::Account> {
     let engine = d.state.engine.read().expect("lock");
     let mut v: Vec<_> = engine.store.iter().cloned().collect();
@@ -36,11 +45,7 @@ fn snapshot_plus_tail_equals_an_uninterrupted_run() {
     let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
     let t1 = Timestamp::parse("2026-11-16T16:00:00Z").expect("time");
     let policy = Arc::new(Policy::example());
-    let config = DecideConfig {
-        snapshot_every_events: u64::MAX,
-        snapshot_interval: std::time::Duration::from_secs(3600),
-        ..DecideConfig::default()
-    };
+    let config = by_hand();
 
     // Interrupted: 300 accounts, a snapshot, 200 more accounts, then a restart.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -94,11 +99,7 @@ fn snapshot_plus_tail_equals_an_uninterrupted_run() {
 fn catch_up_folds_what_was_acknowledged_after_the_snapshot_before_anyone_reads_the_state() {
     let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
     let policy = Arc::new(Policy::example());
-    let config = DecideConfig {
-        snapshot_every_events: u64::MAX,
-        snapshot_interval: std::time::Duration::from_secs(3600),
-        ..DecideConfig::default()
-    };
+    let config = by_hand();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.redb");
     {
@@ -126,11 +127,7 @@ fn catch_up_folds_what_was_acknowledged_after_the_snapshot_before_anyone_reads_t
 fn snapshots_write_only_what_changed_and_restore_the_whole_state() {
     let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
     let policy = Arc::new(Policy::example());
-    let config = DecideConfig {
-        snapshot_every_events: u64::MAX,
-        snapshot_interval: std::time::Duration::from_secs(3600),
-        ..DecideConfig::default()
-    };
+    let config = by_hand();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("d.redb");
     let before = {
