@@ -170,6 +170,7 @@ pub async fn run(
         inner.revocations.send_modify(|n| *n = n.wrapping_add(1));
         // Jobs waiting for their rate limit give up now; calls already started finish and
         // record their outcome before the partitions go.
+        inner.drop_waiting(ps);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let busy = in_flight.lock().is_ok_and(|f| {

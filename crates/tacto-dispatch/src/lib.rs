@@ -179,7 +179,7 @@ pub struct Dispatch {
     offsets: Vec<u64>,
     /// Offsets of jobs still being handled, per partition: the committed offset never passes
     /// them, so a job waiting for its rate limit when the process dies is handled again.
-    in_flight: Arc<std::sync::Mutex<Vec<std::collections::BTreeSet<u64>>>>,
+    in_flight: OffsetsInFlight,
     /// Recalls read from the partition being stepped, not handled yet.
     recalls: Vec<PendingRecall>,
 }
@@ -220,12 +220,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A channel's rate limit with the queue in front of it. Jobs queue in arrival order (tokio's
-/// mutex is fair) and only the one at the head waits on the limiter: with a million jobs queued
-/// behind a provider's rate, one timer ticks, not a million waking at every token.
+/// A channel's rate limit with the queue in front of it. Jobs wait in arrival order as plain
+/// entries ([`Waiting`]: the job and where it came from, no task, no span), and one pump task
+/// per channel takes the head, waits for a token (or gives the turn up when the job is no
+/// longer wanted), and only then starts the job's task: with a million jobs queued behind a
+/// provider's rate, one timer ticks and a million small entries wait, not a million tasks.
 struct Gate {
     limiter: DefaultDirectRateLimiter,
-    queue: tokio::sync::Mutex<()>,
+    waiting: std::sync::Mutex<std::collections::VecDeque<Waiting>>,
+    ready: tokio::sync::Notify,
+    pumping: std::sync::atomic::AtomicBool,
+}
+
+/// A job waiting in front of its channel's rate limit.
+struct Waiting {
+    partition: u32,
+    offset: u64,
+    account: AccountId,
+    job: ContactJob,
+    /// The record's headers (its trace).
+    headers: Vec<(String, String)>,
+    clock: fn() -> Timestamp,
+    /// The dispatcher's offsets in flight, to release this one when the job is done.
+    offsets: OffsetsInFlight,
+}
+
+/// Offsets of jobs still being handled, per partition.
+type OffsetsInFlight = Arc<std::sync::Mutex<Vec<std::collections::BTreeSet<u64>>>>;
+
+/// How a job passed its channel's gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passage {
+    /// It has a token (or its channel has no rate limit).
+    Token,
+    /// It was no longer wanted when its turn came (recalled, refused): it spent no token.
+    GaveUp,
+    /// Its window closed while it waited.
+    WindowClosed,
 }
 
 /// A job's outcome as a record of the events topic, with the key that reports it only once
@@ -304,7 +335,9 @@ impl Dispatch {
                 Quota::with_period(period).map(|q| {
                     let gate = Gate {
                         limiter: RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)),
-                        queue: tokio::sync::Mutex::new(()),
+                        waiting: Default::default(),
+                        ready: tokio::sync::Notify::new(),
+                        pumping: Default::default(),
                     };
                     (*c, gate)
                 })
@@ -341,6 +374,25 @@ impl Inner {
 
     fn owns(&self, partition: u32) -> bool {
         self.owned.read().is_ok_and(|o| o.contains(&partition))
+    }
+
+    /// Drops the jobs of `partitions` waiting in front of any rate limit (they were taken away:
+    /// their new owner handles them) and releases their offsets.
+    pub(crate) fn drop_waiting(&self, partitions: &[u32]) {
+        for gate in self.limiters.values() {
+            let dropped: Vec<Waiting> = match gate.waiting.lock() {
+                Ok(mut q) => {
+                    let (gone, kept): (Vec<Waiting>, Vec<Waiting>) =
+                        q.drain(..).partition(|w| partitions.contains(&w.partition));
+                    q.extend(kept);
+                    gone
+                }
+                Err(_) => Vec::new(),
+            };
+            for w in dropped {
+                release(&w.offsets, w.partition, w.offset);
+            }
+        }
     }
 
     /// Returns when `partition` is taken away from this instance.
@@ -467,6 +519,7 @@ impl Inner {
         account: &AccountId,
         job: &ContactJob,
         clock: fn() -> Timestamp,
+        passage: Passage,
     ) -> Result<(), LogError> {
         let Some(_in_flight) = self.enter(&job.job_id) else {
             tracing::info!(job = %job.job_id, "the same job is being handled already");
@@ -493,37 +546,9 @@ impl Inner {
                 return self.report(account, &job.job_id, job.channel, done.outcome(), clock());
             }
         }
-        // Transport rate limit, but never past the job's window.
-        if let Some(gate) = self.limiters.get(&job.channel) {
-            let left = job
-                .not_after
-                .since(clock())
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            let waiting = std::time::Instant::now();
-            let turn = async {
-                let _head = gate.queue.lock().await;
-                // A job recalled or stopped while it queued gives its turn up without spending
-                // the provider's capacity; the checks below finish it.
-                if self.still_wanted(account, job, clock()) {
-                    gate.limiter.until_ready().await;
-                }
-            };
-            let ready = tokio::select! {
-                r = tokio::time::timeout(left, turn) => r,
-                _ = self.revoked(partition) => {
-                    tracing::info!(job = %job.job_id, "partition taken away: left to its new owner");
-                    return Ok(());
-                }
-            };
-            metrics::metrics()
-                .rate_limit_wait
-                .get_or_create(&labels([("channel", job.channel.as_str())]))
-                .observe(waiting.elapsed().as_secs_f64());
-            if ready.is_err() {
-                tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
-                return self.finish_unsent(account, job, clock()).await;
-            }
+        if passage == Passage::WindowClosed {
+            tracing::info!(job = %job.job_id, "window closed while rate limited: handed back");
+            return self.finish_unsent(account, job, clock()).await;
         }
         // The last look: state may have changed since the job was made (a payment, a STOP).
         let now = clock();
@@ -789,25 +814,31 @@ impl Dispatch {
                     // The decision's reasons (rules, legal sources) are on the decisions topic;
                     // a job waiting for its rate limit does not need to hold them.
                     job.decision.reasons = Vec::new();
-                    let inner = inner.clone();
-                    let account = e.account_id.clone();
-                    let offset = d.position.offset;
                     if let Ok(mut f) = self.in_flight.lock() {
-                        f[p].insert(offset);
+                        f[p].insert(d.position.offset);
                     }
-                    let in_flight = self.in_flight.clone();
-                    let span = tracing::info_span!("dispatch.job", channel = job.channel.as_str());
-                    continue_trace(&span, &d.record.headers);
-                    let incoming = d.record.header(TRACEPARENT).map(str::to_owned);
-                    let task = async move {
-                        if let Err(err) = inner.handle_job(p as u32, &account, &job, clock).await {
-                            tracing::error!(job = %job.job_id, error = %err, "dispatch failed");
-                        }
-                        if let Ok(mut f) = in_flight.lock() {
-                            f[p].remove(&offset);
-                        }
+                    let w = Waiting {
+                        partition: p as u32,
+                        offset: d.position.offset,
+                        account: e.account_id.clone(),
+                        job,
+                        headers: d.record.headers.clone(),
+                        clock,
+                        offsets: self.in_flight.clone(),
                     };
-                    tokio::spawn(JOB_TRACE.scope(incoming, task.instrument(span)));
+                    match inner.limiters.get(&w.job.channel) {
+                        Some(gate) => {
+                            let channel = w.job.channel;
+                            if let Ok(mut q) = gate.waiting.lock() {
+                                q.push_back(w);
+                            }
+                            gate.ready.notify_one();
+                            if !gate.pumping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                                tokio::spawn(pump(inner.clone(), channel));
+                            }
+                        }
+                        None => start_job(inner.clone(), w, Passage::Token),
+                    }
                 }
                 EventBody::JobsRecalled { job_ids, .. } => {
                     let span = tracing::info_span!("dispatch.recall");
@@ -893,6 +924,82 @@ impl Dispatch {
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+/// Starts a job's task once it passed its gate; releases its offset when the task ends.
+fn start_job(inner: Arc<Inner>, w: Waiting, passage: Passage) {
+    let span = tracing::info_span!("dispatch.job", channel = w.job.channel.as_str());
+    continue_trace(&span, &w.headers);
+    let incoming = w
+        .headers
+        .iter()
+        .find(|(k, _)| k == TRACEPARENT)
+        .map(|(_, v)| v.clone());
+    let task = async move {
+        if let Err(err) = inner
+            .handle_job(w.partition, &w.account, &w.job, w.clock, passage)
+            .await
+        {
+            tracing::error!(job = %w.job.job_id, error = %err, "dispatch failed");
+        }
+        release(&w.offsets, w.partition, w.offset);
+    };
+    tokio::spawn(JOB_TRACE.scope(incoming, task.instrument(span)));
+}
+
+fn release(offsets: &OffsetsInFlight, partition: u32, offset: u64) {
+    if let Ok(mut f) = offsets.lock()
+        && let Some(s) = f.get_mut(partition as usize)
+    {
+        s.remove(&offset);
+    }
+}
+
+/// The pump of one channel's gate: takes the head of the queue, waits for a token unless the
+/// job is no longer wanted (then it gives its turn up), never past the job's window, and
+/// starts the job. A job of a partition taken away is left to its new owner.
+async fn pump(inner: Arc<Inner>, channel: Channel) {
+    let Some(gate) = inner.limiters.get(&channel) else {
+        return;
+    };
+    loop {
+        let head = gate.waiting.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(w) = head else {
+            gate.ready.notified().await;
+            continue;
+        };
+        if !inner.owns(w.partition) {
+            release(&w.offsets, w.partition, w.offset);
+            continue;
+        }
+        let now = (w.clock)();
+        if !inner.still_wanted(&w.account, &w.job, now) {
+            start_job(inner.clone(), w, Passage::GaveUp);
+            continue;
+        }
+        let left = w
+            .job
+            .not_after
+            .since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let waiting = std::time::Instant::now();
+        let passage = tokio::select! {
+            r = tokio::time::timeout(left, gate.limiter.until_ready()) => {
+                if r.is_ok() { Passage::Token } else { Passage::WindowClosed }
+            }
+            _ = inner.revoked(w.partition) => {
+                tracing::info!(job = %w.job.job_id, "partition taken away: left to its new owner");
+                release(&w.offsets, w.partition, w.offset);
+                continue;
+            }
+        };
+        metrics::metrics()
+            .rate_limit_wait
+            .get_or_create(&labels([("channel", channel.as_str())]))
+            .observe(waiting.elapsed().as_secs_f64());
+        start_job(inner.clone(), w, passage);
     }
 }
 
