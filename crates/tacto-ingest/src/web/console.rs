@@ -158,26 +158,35 @@ fn note(
     )
 }
 
-/// The signed-in session, or the redirect to the sign-in page.
-fn signed_in(s: &Shared, headers: &HeaderMap, client: &ClientIp) -> Result<Session, Box<Response>> {
-    if !s.web.clients.allow(client.0) {
-        return Err(Box::new(note(
-            s,
-            StatusCode::TOO_MANY_REQUESTS,
-            None,
-            "Too many requests",
-            "Wait a minute and try again.",
-        )));
+/// The signed-in session (an extractor): without one, the redirect to the sign-in page; over
+/// the client's page budget, a page saying so.
+impl axum::extract::FromRequestParts<Shared> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Shared,
+    ) -> Result<Self, Response> {
+        let Ok(ClientIp(client)) = ClientIp::from_request_parts(parts, s).await;
+        if !s.web.clients.allow(client) {
+            return Err(note(
+                s,
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                "Too many requests",
+                "Wait a minute and try again.",
+            ));
+        }
+        s.web
+            .sessions
+            .read::<Session>(&parts.headers, COOKIE)
+            .filter(|x| x.expires > now_secs(s))
+            .ok_or_else(|| see_other("/console/login"))
     }
-    s.web
-        .sessions
-        .read::<Session>(headers, COOKIE)
-        .filter(|x| x.expires > now_secs(s))
-        .ok_or_else(|| Box::new(see_other("/console/login")))
 }
 
-/// The session of an operator whose form carries the session's CSRF token.
-fn operator(s: &Shared, session: &Session, csrf: Option<&str>) -> Result<(), Box<Response>> {
+/// Whether a form carries its session's CSRF token; the page saying it expired otherwise.
+fn form_token(s: &Shared, session: &Session, csrf: Option<&str>) -> Result<(), Box<Response>> {
     if !same_token(&session.csrf, csrf.unwrap_or_default()) {
         return Err(Box::new(note(
             s,
@@ -187,6 +196,12 @@ fn operator(s: &Shared, session: &Session, csrf: Option<&str>) -> Result<(), Box
             "Reload the page and try again.",
         )));
     }
+    Ok(())
+}
+
+/// The session of an operator whose form carries the session's CSRF token.
+fn operator(s: &Shared, session: &Session, csrf: Option<&str>) -> Result<(), Box<Response>> {
+    form_token(s, session, csrf)?;
     if session.role != Role::Operator {
         return Err(Box::new(note(
             s,
@@ -197,6 +212,17 @@ fn operator(s: &Shared, session: &Session, csrf: Option<&str>) -> Result<(), Box
         )));
     }
     Ok(())
+}
+
+/// The page for a form that could not be read.
+fn unreadable(s: &Shared, session: &Session) -> Response {
+    note(
+        s,
+        StatusCode::BAD_REQUEST,
+        Some(session),
+        "Not understood",
+        "The form could not be read.",
+    )
 }
 
 async fn login_page(State(s): State<Shared>) -> Response {
@@ -302,11 +328,7 @@ async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /console`: the portfolio.
-async fn portfolio(State(s): State<Shared>, headers: HeaderMap, client: ClientIp) -> Response {
-    let session = match signed_in(&s, &headers, &client) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+async fn portfolio(State(s): State<Shared>, session: Session) -> Response {
     s.web.portfolio.follow(s.log.clone());
     let p = &s.web.portfolio;
     let ctx = {
@@ -620,14 +642,9 @@ fn holds(a: &Account, cur: &str) -> Vec<String> {
 /// `GET /console/accounts/{id}`.
 async fn account(
     State(s): State<Shared>,
+    session: Session,
     id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    client: ClientIp,
 ) -> Response {
-    let session = match signed_in(&s, &headers, &client) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let Ok(Path(id)) = id else {
         return note(
             &s,
@@ -750,23 +767,12 @@ async fn account(
 /// `POST /console/accounts/{id}/{action}`: an operator records a fact.
 async fn act(
     State(s): State<Shared>,
+    session: Session,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    client: ClientIp,
     form: Result<Form<BTreeMap<String, String>>, FormRejection>,
 ) -> Response {
-    let session = match signed_in(&s, &headers, &client) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let (Ok(Path((id, action))), Ok(Form(f))) = (path, form) else {
-        return note(
-            &s,
-            StatusCode::BAD_REQUEST,
-            Some(&session),
-            "Not understood",
-            "The form could not be read.",
-        );
+        return unreadable(&s, &session);
     };
     if let Err(r) = operator(&s, &session, f.get("csrf").map(String::as_str)) {
         return *r;
@@ -849,11 +855,7 @@ async fn act(
     }
 }
 
-async fn compare_page(State(s): State<Shared>, headers: HeaderMap, client: ClientIp) -> Response {
-    let session = match signed_in(&s, &headers, &client) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+async fn compare_page(State(s): State<Shared>, session: Session) -> Response {
     page(
         &s,
         StatusCode::OK,
@@ -866,31 +868,14 @@ async fn compare_page(State(s): State<Shared>, headers: HeaderMap, client: Clien
 /// `POST /console/compare`: the running policy and a candidate on the same synthetic portfolio.
 async fn compare(
     State(s): State<Shared>,
-    headers: HeaderMap,
-    client: ClientIp,
+    session: Session,
     form: Result<Form<BTreeMap<String, String>>, FormRejection>,
 ) -> Response {
-    let session = match signed_in(&s, &headers, &client) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let Ok(Form(f)) = form else {
-        return note(
-            &s,
-            StatusCode::BAD_REQUEST,
-            Some(&session),
-            "Not understood",
-            "The form could not be read.",
-        );
+        return unreadable(&s, &session);
     };
-    if !same_token(&session.csrf, f.get("csrf").map_or("", String::as_str)) {
-        return note(
-            &s,
-            StatusCode::FORBIDDEN,
-            Some(&session),
-            "Form expired",
-            "Reload the page and try again.",
-        );
+    if let Err(r) = form_token(&s, &session, f.get("csrf").map(String::as_str)) {
+        return *r;
     }
     let text = f.get("policy").cloned().unwrap_or_default();
     let accounts: u64 = f
