@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::twilio::{SID, TOKEN, twilio_stub};
+use common::twilio::{TOKEN, twilio_stub};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,13 +120,7 @@ fn a_customer_promises_from_the_sms_link_and_the_console_shows_why() {
             .arg(dir.path().join("data"))
             .arg("--policy")
             .arg(dir.path().join("policy.toml"))
-            .args(["--twilio-account-sid", SID, "--twilio-auth-token", TOKEN])
-            .args([
-                "--twilio-from",
-                "+15005550006",
-                "--twilio-base-url",
-                &twilio_url,
-            ])
+            .args(common::twilio::flags(&twilio_url))
             .args(["--public-url", &public, "--link-secret", LINK_SECRET])
             // One call an hour: the first account's call takes it, the next one waits.
             .args(["--rate-voice", "0.0003"])

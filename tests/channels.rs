@@ -9,7 +9,7 @@ use axum::{Form, Router};
 use std::process::{Child, Command, Stdio};
 
 mod common;
-use common::twilio::{SID, TOKEN, serve_in_thread, twilio_stub};
+use common::twilio::{TOKEN, serve_in_thread, twilio_stub};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tacto_ingest::twilio;
@@ -51,13 +51,7 @@ impl Tacto {
                 .arg(dir.path().join("data"))
                 .arg("--policy")
                 .arg(dir.path().join("policy.toml"))
-                .args(["--twilio-account-sid", SID, "--twilio-auth-token", TOKEN])
-                .args([
-                    "--twilio-from",
-                    "+15005550006",
-                    "--twilio-base-url",
-                    twilio_url,
-                ])
+                .args(common::twilio::flags(twilio_url))
                 .args(["--public-url", PUBLIC, "--rate-sms", rate_sms])
                 .args(extra)
                 .env("RUST_LOG", "warn")

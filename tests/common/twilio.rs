@@ -74,3 +74,19 @@ pub fn twilio_stub() -> (String, Sent) {
         .with_state(sent.clone());
     (serve_in_thread(app), sent)
 }
+
+/// The `tacto run` flags that send SMS through the stub at `url` with [`SID`] and [`TOKEN`].
+pub fn flags(url: &str) -> Vec<String> {
+    [
+        "--twilio-account-sid",
+        SID,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-from",
+        "+15005550006",
+        "--twilio-base-url",
+        url,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
