@@ -709,9 +709,9 @@ fn choose(
     let bounds = &s.policy.file.self_service;
     let today = local_today(s, a);
     let date = |k: &str| NaiveDate::parse_from_str(field(k), "%Y-%m-%d").ok();
+    let money = |m: i64| format_amount(m, &cur);
+    let day = |d: NaiveDate| format_date(Date::new(d), lang);
     let out_of_bounds = |e: OutOfBounds| -> String {
-        let money = |m: i64| format_amount(m, &cur);
-        let day = |d: NaiveDate| format_date(Date::new(d), lang);
         match e {
             OutOfBounds::NothingOwed => t("err_nothing_owed", &[]),
             OutOfBounds::DateInPast => t("err_date_past", &[]),
@@ -725,8 +725,6 @@ fn choose(
             }
         }
     };
-    let money = |m: i64| format_amount(m, &cur);
-    let day = |d: NaiveDate| format_date(Date::new(d), lang);
     match action {
         "promise" => {
             let amount = parse_amount(field("amount"), &cur)
