@@ -182,6 +182,8 @@ pub struct Dispatch {
     in_flight: OffsetsInFlight,
     /// Recalls read from the partition being stepped, not handled yet.
     recalls: Vec<PendingRecall>,
+    /// The offsets last committed, per partition (a commit writes only those that moved).
+    committed: Vec<u64>,
 }
 
 /// What the dispatcher and its per-job tasks share.
@@ -308,6 +310,7 @@ impl Dispatch {
             .collect::<Result<Vec<_>, _>>()?;
         let jobs = Arc::new(BlobJobStore(log.clone()));
         let mut d = Self::with_store(log, jobs, policy, decide, adapters, config, partitions)?;
+        d.committed.clone_from(&offsets);
         d.offsets = offsets;
         if let Ok(mut o) = d.inner.owned.write() {
             o.extend(0..partitions);
@@ -361,6 +364,8 @@ impl Dispatch {
                 Default::default();
                 offsets.len()
             ])),
+            // Unknown until the first commit writes every partition.
+            committed: vec![u64::MAX; offsets.len()],
             offsets,
             recalls: Vec::new(),
         })
@@ -884,15 +889,24 @@ impl Dispatch {
         lowest.map_or(next, |o| o.min(next))
     }
 
-    /// Commits, per partition, the first offset not fully handled.
-    fn commit(&self) -> Result<(), LogError> {
-        for p in 0..self.offsets.len() {
-            self.inner.log.commit(
-                &self.inner.config.group,
-                events::CONTACTS.name(),
-                p as u32,
-                self.handled_upto(p),
-            )?;
+    /// Commits, per partition, the first offset not fully handled: the partitions whose offset
+    /// moved, in one durable write (none when nothing moved).
+    fn commit(&mut self) -> Result<(), LogError> {
+        let moved: Vec<(&str, u32, u64)> = (0..self.offsets.len())
+            .map(|p| (p, self.handled_upto(p)))
+            .filter(|&(p, upto)| self.committed.get(p) != Some(&upto))
+            .map(|(p, upto)| (events::CONTACTS.name(), p as u32, upto))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .log
+            .append_and_commit(&[], &self.inner.config.group, &moved)?;
+        for &(_, p, upto) in &moved {
+            if let Some(c) = self.committed.get_mut(p as usize) {
+                *c = upto;
+            }
         }
         Ok(())
     }

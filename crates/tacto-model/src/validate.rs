@@ -22,44 +22,44 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 
 const MAX_ID: usize = 200;
 
-fn id(field: &str, v: &str) -> Result<(), FieldError> {
+fn id(field: impl Fn() -> String, v: &str) -> Result<(), FieldError> {
     if v.trim().is_empty() {
-        return Err(err(field, "must not be empty"));
+        return Err(err(field(), "must not be empty"));
     }
     if v.len() > MAX_ID {
-        return Err(err(field, format!("at most {MAX_ID} bytes")));
+        return Err(err(field(), format!("at most {MAX_ID} bytes")));
     }
     if v.chars().any(char::is_control) {
-        return Err(err(field, "must not contain control characters"));
+        return Err(err(field(), "must not contain control characters"));
     }
     Ok(())
 }
 
-fn positive(field: &str, v: i64) -> Result<(), FieldError> {
+fn positive(field: impl Fn() -> String, v: i64) -> Result<(), FieldError> {
     if v <= 0 {
-        return Err(err(field, "must be a positive amount in minor units"));
+        return Err(err(field(), "must be a positive amount in minor units"));
     }
     Ok(())
 }
 
-fn currency(field: &str, v: &str) -> Result<(), FieldError> {
+fn currency(field: impl Fn() -> String, v: &str) -> Result<(), FieldError> {
     if v.len() != 3 || !v.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(err(field, "must be an ISO 4217 code such as USD"));
+        return Err(err(field(), "must be an ISO 4217 code such as USD"));
     }
     Ok(())
 }
 
-fn zone(field: &str, v: &Option<String>) -> Result<(), FieldError> {
+fn zone(field: impl Fn() -> String, v: &Option<String>) -> Result<(), FieldError> {
     if let Some(z) = v
         && z.parse::<chrono_tz::Tz>().is_err()
     {
-        return Err(err(field, format!("unknown IANA time zone {z:?}")));
+        return Err(err(field(), format!("unknown IANA time zone {z:?}")));
     }
     Ok(())
 }
 
-fn hhmm(field: &str, v: &str) -> Result<u16, FieldError> {
-    let bad = || err(field, "must be HH:MM between 00:00 and 24:00");
+fn hhmm(field: impl Fn() -> String, v: &str) -> Result<u16, FieldError> {
+    let bad = || err(field(), "must be HH:MM between 00:00 and 24:00");
     let (h, m) = v.split_once(':').ok_or_else(bad)?;
     let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 24 || m > 59 || (h == 24 && m > 0) || v.len() != 5 {
@@ -68,23 +68,23 @@ fn hhmm(field: &str, v: &str) -> Result<u16, FieldError> {
     Ok(h * 60 + m)
 }
 
-fn phone(field: &str, v: &str) -> Result<(), FieldError> {
+fn phone(field: impl Fn() -> String, v: &str) -> Result<(), FieldError> {
     let digits = v.strip_prefix('+').unwrap_or("");
     if !(7..=15).contains(&digits.len())
         || !digits.bytes().all(|b| b.is_ascii_digit())
         || digits.starts_with('0')
     {
-        return Err(err(field, "must be an E.164 number such as +12125550100"));
+        return Err(err(field(), "must be an E.164 number such as +12125550100"));
     }
     Ok(())
 }
 
-fn email(field: &str, v: &str) -> Result<(), FieldError> {
+fn email(field: impl Fn() -> String, v: &str) -> Result<(), FieldError> {
     match v.split_once('@') {
         Some((local, domain)) if !local.is_empty() && domain.contains('.') && v.len() <= 254 => {
             Ok(())
         }
-        _ => Err(err(field, "must be an email address")),
+        _ => Err(err(field(), "must be an email address")),
     }
 }
 
@@ -93,25 +93,25 @@ pub const MAX_INSTALMENTS: usize = 60;
 
 /// Validates an input event; decisions are refused (only Tacto makes them).
 pub fn validate_input(e: &Event) -> Result<(), FieldError> {
-    id("id", e.id.as_str())?;
-    id("account_id", e.account_id.as_str())?;
+    id(|| "id".into(), e.id.as_str())?;
+    id(|| "account_id".into(), e.account_id.as_str())?;
     if e.is_decision() {
         return Err(err(
             "body",
             format!("{} is a decision; only Tacto emits it", e.body.type_name()),
         ));
     }
-    let b = format!("body.{}", e.body.type_name());
-    let f = |name: &str| format!("{b}.{name}");
+    // Field paths are formatted only when an error names one: this runs for every event.
+    let f = |name: &str| format!("body.{}.{name}", e.body.type_name());
     match &e.body {
         EventBody::AccountUpserted(d) => {
-            id(&f("person_id"), d.person_id.as_str())?;
-            currency(&f("currency"), &d.currency)?;
+            id(|| f("person_id"), d.person_id.as_str())?;
+            currency(|| f("currency"), &d.currency)?;
             if d.debts.is_empty() {
                 return Err(err(f("debts"), "at least one debt"));
             }
             for (i, debt) in d.debts.iter().enumerate() {
-                id(&f(&format!("debts[{i}].debt_id")), debt.debt_id.as_str())?;
+                id(|| f(&format!("debts[{i}].debt_id")), debt.debt_id.as_str())?;
                 if debt.balance_minor < 0 {
                     return Err(err(
                         f(&format!("debts[{i}].balance_minor")),
@@ -127,22 +127,24 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
                 ));
             }
             if let Some(s) = &j.subdivision
-                && !s.starts_with(&format!("{}-", j.country))
+                && !s
+                    .strip_prefix(j.country.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
             {
                 return Err(err(
                     f("jurisdiction.subdivision"),
                     "must be an ISO 3166-2 code of the country, such as US-NY",
                 ));
             }
-            zone(&f("address_zone"), &d.address_zone)?;
-            zone(&f("declared_zone"), &d.declared_zone)?;
+            zone(|| f("address_zone"), &d.address_zone)?;
+            zone(|| f("declared_zone"), &d.declared_zone)?;
             for (i, p) in d.contact_points.iter().enumerate() {
                 let pf = |name: &str| f(&format!("contact_points[{i}].{name}"));
-                id(&pf("id"), &p.id)?;
-                zone(&pf("zone"), &p.zone)?;
+                id(|| pf("id"), &p.id)?;
+                zone(|| pf("zone"), &p.zone)?;
                 match p.channel {
-                    Channel::Sms | Channel::Voice => phone(&pf("address"), &p.address)?,
-                    Channel::Email => email(&pf("address"), &p.address)?,
+                    Channel::Sms | Channel::Voice => phone(|| pf("address"), &p.address)?,
+                    Channel::Email => email(|| pf("address"), &p.address)?,
                 }
             }
             if let Some(digits) = d
@@ -164,25 +166,25 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
             currency: c,
             ..
         } => {
-            id(&f("payment_id"), payment_id)?;
-            positive(&f("amount_minor"), *amount_minor)?;
-            currency(&f("currency"), c)?;
+            id(|| f("payment_id"), payment_id)?;
+            positive(|| f("amount_minor"), *amount_minor)?;
+            currency(|| f("currency"), c)?;
         }
         EventBody::PromiseMade {
             promise_id,
             amount_minor,
             ..
         } => {
-            id(&f("promise_id"), promise_id)?;
-            positive(&f("amount_minor"), *amount_minor)?;
+            id(|| f("promise_id"), promise_id)?;
+            positive(|| f("amount_minor"), *amount_minor)?;
         }
-        EventBody::PromiseCancelled { promise_id } => id(&f("promise_id"), promise_id)?,
+        EventBody::PromiseCancelled { promise_id } => id(|| f("promise_id"), promise_id)?,
         EventBody::PlanMade {
             plan_id,
             instalments,
             ..
         } => {
-            id(&f("plan_id"), plan_id)?;
+            id(|| f("plan_id"), plan_id)?;
             if instalments.is_empty() || instalments.len() > MAX_INSTALMENTS {
                 return Err(err(
                     f("instalments"),
@@ -191,7 +193,7 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
             }
             for (i, x) in instalments.iter().enumerate() {
                 positive(
-                    &f(&format!("instalments[{i}].amount_minor")),
+                    || f(&format!("instalments[{i}].amount_minor")),
                     x.amount_minor,
                 )?;
                 if i > 0 && x.due_date <= instalments[i - 1].due_date {
@@ -203,11 +205,11 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
             }
         }
         EventBody::DisputeOpened { dispute_id, .. }
-        | EventBody::DisputeResolved { dispute_id, .. } => id(&f("dispute_id"), dispute_id)?,
+        | EventBody::DisputeResolved { dispute_id, .. } => id(|| f("dispute_id"), dispute_id)?,
         EventBody::InconvenientTimesDeclared { ranges } => {
             for (i, r) in ranges.iter().enumerate() {
-                let s = hhmm(&f(&format!("ranges[{i}].start")), &r.start)?;
-                let en = hhmm(&f(&format!("ranges[{i}].end")), &r.end)?;
+                let s = hhmm(|| f(&format!("ranges[{i}].start")), &r.start)?;
+                let en = hhmm(|| f(&format!("ranges[{i}].end")), &r.end)?;
                 if s >= en {
                     return Err(err(f(&format!("ranges[{i}]")), "start must be before end"));
                 }
@@ -222,7 +224,7 @@ pub fn validate_input(e: &Event) -> Result<(), FieldError> {
         EventBody::ContactOutcome {
             job_id, inbound, ..
         } => match job_id {
-            Some(j) => id(&f("job_id"), j.as_str())?,
+            Some(j) => id(|| f("job_id"), j.as_str())?,
             None if !inbound => {
                 return Err(err(f("job_id"), "required unless the contact was inbound"));
             }
@@ -288,5 +290,25 @@ mod tests {
             validate_input(&decision).expect_err("decision").field,
             "body"
         );
+    }
+
+    #[test]
+    fn a_subdivision_must_be_of_the_country() {
+        let with = |sub: &str| {
+            let mut open = crate::samples::sample_account("A");
+            if let EventBody::AccountUpserted(d) = &mut open.body {
+                d.jurisdiction.country = "US".into();
+                d.jurisdiction.subdivision = Some(sub.into());
+            }
+            validate_input(&open).map_err(|e| e.field)
+        };
+        assert_eq!(with("US-NY"), Ok(()));
+        for bad in ["CA-ON", "USNY", "US", "-NY"] {
+            assert_eq!(
+                with(bad),
+                Err("body.account_upserted.jurisdiction.subdivision".into()),
+                "{bad}"
+            );
+        }
     }
 }
