@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tacto_log::{Delivered, EventLog, LogError, Record, events};
+use tacto_log::{Delivered, Durability, EventLog, LogError, Record, events};
 use tacto_model::validate::validate_input;
 use tacto_model::{Channel, Event, EventBody, IdentityAnswers, Timestamp};
 use tacto_policy::engine::Engine;
@@ -548,7 +548,7 @@ impl Decide {
             .iter()
             .map(|&p| (events::EVENTS.name(), p as u32, self.offsets[p]))
             .collect();
-        self.publish(&outputs, &dead, &commits)?;
+        self.publish(&outputs, dead, &commits)?;
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
         if self.since_snapshot > 0
             && (self.since_snapshot >= self.config.snapshot_every_events
@@ -561,22 +561,24 @@ impl Decide {
 
     /// Appends a step's decisions, jobs and dead letters and commits the events it consumed, in
     /// one write on the embedded log. Decisions first: the audit trail never misses a job
-    /// dispatch has seen.
+    /// dispatch has seen. The write is deferred ([`Durability::Deferred`]): a replay of the
+    /// events makes it again, and dispatch's durable record of an attempt carries it to disk.
     fn publish(
         &self,
         outputs: &[Output],
-        dead: &[Record],
+        dead: Vec<Record>,
         commits: &[(&str, u32, u64)],
     ) -> Result<(), DecideError> {
         let (decisions, contacts) = output_records(outputs)?;
         self.log.append_and_commit(
-            &[
-                (events::DECISIONS.name(), &decisions),
-                (events::CONTACTS.name(), &contacts),
+            vec![
+                (events::DECISIONS.name(), decisions),
+                (events::CONTACTS.name(), contacts),
                 (events::DEAD_LETTERS.name(), dead),
             ],
             &self.config.group,
             commits,
+            Durability::Deferred,
         )?;
         Ok(())
     }

@@ -23,7 +23,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tacto_decide::DecideState;
-use tacto_log::{Delivered, EventLog, LogError, events};
+use tacto_log::{Delivered, Durability, EventLog, LogError, events};
 use tacto_model::{
     AccountId, Channel, ContactJob, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp,
 };
@@ -900,9 +900,12 @@ impl Dispatch {
         if moved.is_empty() {
             return Ok(());
         }
-        self.inner
-            .log
-            .append_and_commit(&[], &self.inner.config.group, &moved)?;
+        self.inner.log.append_and_commit(
+            Vec::new(),
+            &self.inner.config.group,
+            &moved,
+            Durability::Deferred,
+        )?;
         for &(_, p, upto) in &moved {
             if let Some(c) = self.committed.get_mut(p as usize) {
                 *c = upto;

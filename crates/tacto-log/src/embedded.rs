@@ -1,14 +1,19 @@
 //! The embedded backend: one `redb` database file, ACID and crash-safe (copy-on-write B-trees,
 //! fsync on every commit). An append returns only after its transaction is durable, so an
-//! acknowledged event survives `kill -9` and power loss. After a storage failure (a full
-//! disk), the store refuses every operation until reopened; this log reopens it on the next
-//! operation, so service resumes by itself once space is back.
+//! acknowledged event survives `kill -9` and power loss. A consumer's step (its outputs and
+//! offsets) may be written [`Durability::Deferred`]: atomic and visible at once, on disk with
+//! the next immediate write (at most [`MAX_DEFERRAL`] later); a crash loses it together with
+//! the progress it records, and the consumer replays. After a storage failure (a full disk),
+//! the store refuses every operation until reopened; this log reopens it on the next operation
+//! and writes again the deferred writes the failure lost, so service resumes by itself once
+//! space is back and no consumer's progress moves back under it.
 
-use crate::{Appended, Delivered, EventLog, LogError, Position, Record, partition_for};
+use crate::{Appended, Delivered, Durability, EventLog, LogError, Position, Record, partition_for};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
@@ -22,6 +27,14 @@ fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
 
+/// The longest a [`Durability::Deferred`] write waits for an immediate one: a deferred write
+/// made later than this after the last immediate write is made immediate itself, so a crash
+/// loses at most this much of a consumer's progress (replayed on restart).
+pub const MAX_DEFERRAL: Duration = Duration::from_secs(1);
+
+/// The least time between two attempts to reopen the store after a storage failure.
+const REOPEN_PAUSE: Duration = Duration::from_millis(200);
+
 /// A durable log in one file.
 pub struct EmbeddedLog {
     path: PathBuf,
@@ -30,6 +43,26 @@ pub struct EmbeddedLog {
     /// A storage error happened: reopen before the next operation.
     failed: AtomicBool,
     notify: watch::Sender<u64>,
+    /// When the last immediate (durable) commit ended.
+    last_durable: Mutex<Instant>,
+    /// The deferred writes since the last immediate commit, in commit order. A clean close
+    /// makes them durable; a storage failure would lose them (the store reopens at its last
+    /// durable commit), so the reopen writes them again before anything else: a consumer's
+    /// progress never moves back under it while the process lives.
+    redo: Mutex<Vec<Deferred>>,
+    /// When the store was last reopened after a failure, if ever.
+    last_reopen: Mutex<Option<Instant>>,
+    /// Opens the store on this backend instead of the file (tests inject failures with it).
+    #[cfg(test)]
+    backend: Option<tests::Backend>,
+}
+
+/// A deferred write, kept until an immediate commit has made it durable.
+#[derive(Default)]
+struct Deferred {
+    appends: Vec<(String, Vec<Record>)>,
+    group: String,
+    commits: Vec<(String, u32, u64)>,
 }
 
 impl EmbeddedLog {
@@ -43,11 +76,30 @@ impl EmbeddedLog {
             db: RwLock::new(Some(db)),
             failed: AtomicBool::new(false),
             notify,
+            last_durable: Mutex::new(Instant::now()),
+            redo: Mutex::new(Vec::new()),
+            last_reopen: Mutex::new(None),
+            #[cfg(test)]
+            backend: None,
         })
     }
 
+    fn open_store(&self) -> Result<Database, LogError> {
+        #[cfg(test)]
+        if let Some(backend) = &self.backend {
+            let db = redb::Builder::new()
+                .create_with_backend(backend.open())
+                .map_err(storage)?;
+            return Self::create_tables(db);
+        }
+        Self::open_database(&self.path)
+    }
+
     fn open_database(path: &Path) -> Result<Database, LogError> {
-        let db = Database::create(path).map_err(storage)?;
+        Self::create_tables(Database::create(path).map_err(storage)?)
+    }
+
+    fn create_tables(db: Database) -> Result<Database, LogError> {
         // Create every table up front so readers never see a missing table.
         let tx = db.begin_write().map_err(storage)?;
         {
@@ -90,12 +142,113 @@ impl EmbeddedLog {
         if !self.failed.load(Ordering::Acquire) && guard.is_some() {
             return Ok(()); // another caller reopened it
         }
+        // Opening a store after a failure verifies the whole file: while the failure lasts (a
+        // full disk), one attempt per REOPEN_PAUSE, and the operations between fail at once
+        // rather than queue behind one verification after another.
+        let mut last = self
+            .last_reopen
+            .lock()
+            .map_err(|_| LogError::Storage("log lock poisoned".into()))?;
+        if last.is_some_and(|at| at.elapsed() < REOPEN_PAUSE) {
+            return Err(LogError::Storage(
+                "the store is recovering from a storage failure".into(),
+            ));
+        }
+        *last = Some(Instant::now());
+        drop(last);
         // The file can be opened again only once the failed handle is closed.
         drop(guard.take());
-        *guard = Some(Self::open_database(&self.path)?);
+        let db = self.open_store()?;
+        self.write_again(&db)?;
+        *guard = Some(db);
         self.failed.store(false, Ordering::Release);
         tracing::warn!(path = %self.path.display(), "embedded log reopened after a storage failure");
         Ok(())
+    }
+
+    /// Writes the deferred writes a storage failure lost into the reopened store `db`, in one
+    /// immediate commit. On failure they stay kept, for the next reopen.
+    fn write_again(&self, db: &Database) -> Result<(), LogError> {
+        let mut redo = self
+            .redo
+            .lock()
+            .map_err(|_| LogError::Storage("log lock poisoned".into()))?;
+        if redo.is_empty() {
+            return Ok(());
+        }
+        let tx = db.begin_write().map_err(storage)?;
+        for d in redo.iter() {
+            Self::write_in(&tx, &d.appends, &d.group, &d.commits)?;
+        }
+        tx.commit().map_err(storage)?;
+        tracing::warn!(
+            writes = redo.len(),
+            "deferred writes lost by the storage failure written again"
+        );
+        redo.clear();
+        Ok(())
+    }
+
+    /// Commits `tx`: deferred when asked and the last immediate commit is recent enough (the
+    /// write, made by `deferred`, is then kept until an immediate commit), immediate otherwise.
+    fn finish(
+        &self,
+        mut tx: redb::WriteTransaction,
+        durability: Durability,
+        deferred: impl FnOnce() -> Deferred,
+    ) -> Result<(), LogError> {
+        // Held across the commit: the kept writes are in commit order.
+        let mut redo = self
+            .redo
+            .lock()
+            .map_err(|_| LogError::Storage("log lock poisoned".into()))?;
+        let defer = durability == Durability::Deferred
+            && self
+                .last_durable
+                .lock()
+                .is_ok_and(|at| at.elapsed() < MAX_DEFERRAL);
+        if defer {
+            tx.set_durability(redb::Durability::None).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        if defer {
+            redo.push(deferred());
+        } else {
+            // Durable, and with it every deferred commit before it.
+            redo.clear();
+            if let Ok(mut at) = self.last_durable.lock() {
+                *at = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `tx` durably.
+    fn finish_now(&self, tx: redb::WriteTransaction) -> Result<(), LogError> {
+        self.finish(tx, Durability::Immediate, Deferred::default)
+    }
+
+    /// Appends and offsets of one consumer's step, inside `tx`. Returns whether it appended.
+    fn write_in<T: AsRef<str>>(
+        tx: &redb::WriteTransaction,
+        appends: &[(T, Vec<Record>)],
+        group: &str,
+        commits: &[(T, u32, u64)],
+    ) -> Result<bool, LogError> {
+        let mut wrote = false;
+        for (topic, records) in appends {
+            if !records.is_empty() {
+                Self::append_all(tx, topic.as_ref(), records)?;
+                wrote = true;
+            }
+        }
+        let mut offsets = tx.open_table(OFFSETS).map_err(storage)?;
+        for (topic, partition, next) in commits {
+            offsets
+                .insert((group, topic.as_ref(), *partition), *next)
+                .map_err(storage)?;
+        }
+        Ok(wrote)
     }
 
     fn wake(&self) {
@@ -171,7 +324,7 @@ impl EventLog for EmbeddedLog {
                     }
                 }
             }
-            tx.commit().map_err(storage)
+            self.finish_now(tx)
         })
     }
 
@@ -191,7 +344,7 @@ impl EventLog for EmbeddedLog {
             }
             let tx = db.begin_write().map_err(storage)?;
             let out = Self::append_all(&tx, topic, records)?;
-            tx.commit().map_err(storage)?;
+            self.finish_now(tx)?;
             self.wake();
             Ok(out)
         })
@@ -199,31 +352,29 @@ impl EventLog for EmbeddedLog {
 
     fn append_and_commit(
         &self,
-        appends: &[(&str, &[Record])],
+        appends: Vec<(&str, Vec<Record>)>,
         group: &str,
         commits: &[(&str, u32, u64)],
+        durability: Durability,
     ) -> Result<(), LogError> {
         self.with(|db| {
             if commits.is_empty() && appends.iter().all(|(_, r)| r.is_empty()) {
                 return Ok(());
             }
             let tx = db.begin_write().map_err(storage)?;
-            let mut wrote = false;
-            for (topic, records) in appends {
-                if !records.is_empty() {
-                    Self::append_all(&tx, topic, records)?;
-                    wrote = true;
-                }
-            }
-            {
-                let mut offsets = tx.open_table(OFFSETS).map_err(storage)?;
-                for (topic, partition, next) in commits {
-                    offsets
-                        .insert((group, *topic, *partition), *next)
-                        .map_err(storage)?;
-                }
-            }
-            tx.commit().map_err(storage)?;
+            let wrote = Self::write_in(&tx, &appends, group, commits)?;
+            self.finish(tx, durability, || Deferred {
+                appends: appends
+                    .into_iter()
+                    .filter(|(_, r)| !r.is_empty())
+                    .map(|(t, r)| (t.to_owned(), r))
+                    .collect(),
+                group: group.to_owned(),
+                commits: commits
+                    .iter()
+                    .map(|(t, p, n)| ((*t).to_owned(), *p, *n))
+                    .collect(),
+            })?;
             if wrote {
                 self.wake();
             }
@@ -262,7 +413,7 @@ impl EventLog for EmbeddedLog {
                     wrote = true;
                 }
             }
-            tx.commit().map_err(storage)?;
+            self.finish_now(tx)?;
             if wrote {
                 self.wake();
             }
@@ -277,15 +428,23 @@ impl EventLog for EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<Delivered>, LogError> {
+        // One read transaction, and no nested `with`: a nested call would take the store's
+        // lock again, and wait forever behind a reopen queued after the first.
         self.with(|db| {
-            let partitions = self.partitions(topic)?;
+            let tx = db.begin_read().map_err(storage)?;
+            let partitions = tx
+                .open_table(TOPICS)
+                .map_err(storage)?
+                .get(topic)
+                .map_err(storage)?
+                .map(|v| v.value())
+                .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
             if partition >= partitions {
                 return Err(LogError::UnknownPartition {
                     topic: topic.to_owned(),
                     partition,
                 });
             }
-            let tx = db.begin_read().map_err(storage)?;
             let t = tx.open_table(RECORDS).map_err(storage)?;
             let mut out = Vec::new();
             for item in t
@@ -325,7 +484,7 @@ impl EventLog for EmbeddedLog {
                 .map_err(storage)?
                 .insert((group, topic, partition), next)
                 .map_err(storage)?;
-            tx.commit().map_err(storage)
+            self.finish_now(tx)
         })
     }
 
@@ -351,7 +510,7 @@ impl EventLog for EmbeddedLog {
                 .map_err(storage)?
                 .insert(name, value)
                 .map_err(storage)?;
-            tx.commit().map_err(storage)
+            self.finish_now(tx)
         })
     }
 
@@ -396,7 +555,7 @@ impl EventLog for EmbeddedLog {
                     t.insert(*name, *value).map_err(storage)?;
                 }
             }
-            tx.commit().map_err(storage)
+            self.finish_now(tx)
         })
     }
 }
@@ -404,6 +563,130 @@ impl EventLog for EmbeddedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::StorageBackend;
+    use redb::backends::InMemoryBackend;
+    use std::sync::Arc;
+
+    /// One store in memory that outlives the databases opened on it, and a switch that makes
+    /// its writes fail as a full disk would.
+    #[derive(Clone, Default)]
+    pub(super) struct Backend {
+        store: Arc<InMemoryBackend>,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Backend {
+        /// A backend for one open of the store.
+        pub(super) fn open(&self) -> impl StorageBackend {
+            self.clone()
+        }
+    }
+
+    impl std::fmt::Debug for Backend {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Backend")
+        }
+    }
+
+    impl StorageBackend for Backend {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.store.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.store.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.store.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.store.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.store.write(offset, data)
+        }
+    }
+
+    impl Backend {
+        fn fail(&self) -> Result<(), std::io::Error> {
+            if self.full.load(Ordering::Acquire) {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn deferred_writes_lost_by_a_storage_failure_are_written_again() {
+        let backend = Backend::default();
+        let mut log = EmbeddedLog::open(tempfile::tempdir().expect("dir").path().join("unused"))
+            .expect("open");
+        log.backend = Some(backend.clone());
+        log.failed.store(true, Ordering::Release); // reopen on the injected backend
+        log.create_topic("in", 1).expect("topic");
+        log.create_topic("out", 1).expect("topic");
+        let step = |n: u64| {
+            log.append_and_commit(
+                vec![("out", vec![rec("k", &n.to_string())])],
+                "g",
+                &[("in", 0, n)],
+                Durability::Deferred,
+            )
+        };
+        step(1).expect("deferred 1");
+        step(2).expect("deferred 2");
+        // The disk fills up: the next immediate write fails, and the store, reopened at its
+        // last durable commit, would have lost both deferred writes.
+        backend.full.store(true, Ordering::Release);
+        assert!(matches!(
+            log.append("in", &[rec("k", "x")]),
+            Err(LogError::Storage(_))
+        ));
+        // While it stays full, the reopen fails and keeps them for the next one; attempts
+        // closer together than REOPEN_PAUSE fail at once.
+        std::thread::sleep(REOPEN_PAUSE);
+        assert!(log.end_offset("out", 0).is_err());
+        assert_eq!(log.redo.lock().expect("redo").len(), 2);
+        assert!(log.end_offset("out", 0).is_err());
+        backend.full.store(false, Ordering::Release);
+        std::thread::sleep(REOPEN_PAUSE);
+        assert_eq!(log.committed("g", "in", 0).expect("committed"), 2);
+        let out: Vec<_> = log
+            .read("out", 0, 0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|d| (d.position.offset, d.record.value))
+            .collect();
+        assert_eq!(out, vec![(0, b"1".to_vec()), (1, b"2".to_vec())]);
+        // Written once: an immediate write afterwards does not write them a third time.
+        log.append("in", &[rec("k", "y")]).expect("append");
+        step(3).expect("deferred 3");
+        assert_eq!(log.end_offset("out", 0).expect("end"), 3);
+    }
+
+    #[test]
+    fn an_immediate_write_makes_the_deferred_ones_before_it_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("l");
+        let log = EmbeddedLog::open(&path).expect("open");
+        log.create_topic("out", 1).expect("topic");
+        log.append_and_commit(
+            vec![("out", vec![rec("k", "1")])],
+            "g",
+            &[("in", 0, 1)],
+            Durability::Deferred,
+        )
+        .expect("deferred");
+        assert_eq!(log.redo.lock().expect("redo").len(), 1);
+        log.put_blob("b", b"v").expect("immediate");
+        assert!(log.redo.lock().expect("redo").is_empty());
+        drop(log);
+        let log = EmbeddedLog::open(&path).expect("reopen");
+        assert_eq!(log.committed("g", "in", 0).expect("committed"), 1);
+        assert_eq!(log.end_offset("out", 0).expect("end"), 1);
+    }
 
     fn rec(key: &str, v: &str) -> Record {
         Record::new(key, v.as_bytes().to_vec())
@@ -440,14 +723,23 @@ mod tests {
         log.create_topic("in", 1).expect("topic");
         log.create_topic("out", 2).expect("topic");
         let outs = [rec("a", "1"), rec("b", "2")];
-        log.append_and_commit(&[("out", &outs)], "g", &[("in", 0, 7)])
-            .expect("write");
+        log.append_and_commit(
+            vec![("out", outs.to_vec())],
+            "g",
+            &[("in", 0, 7)],
+            Durability::Immediate,
+        )
+        .expect("write");
         assert_eq!(log.committed("g", "in", 0).expect("c"), 7);
         let written: u64 = (0..2).map(|p| log.end_offset("out", p).expect("end")).sum();
         assert_eq!(written, 2);
         // A write that fails part-way (an unknown topic after a good one) leaves nothing.
-        let err =
-            log.append_and_commit(&[("out", &outs), ("missing", &outs)], "g", &[("in", 0, 9)]);
+        let err = log.append_and_commit(
+            vec![("out", outs.to_vec()), ("missing", outs.to_vec())],
+            "g",
+            &[("in", 0, 9)],
+            Durability::Immediate,
+        );
         assert!(matches!(err, Err(LogError::UnknownTopic(t)) if t == "missing"));
         assert_eq!(log.committed("g", "in", 0).expect("c"), 7);
         let written: u64 = (0..2).map(|p| log.end_offset("out", p).expect("end")).sum();

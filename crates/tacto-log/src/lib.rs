@@ -109,7 +109,23 @@ pub fn partition_for(key: &str, partitions: u32) -> u32 {
 /// What [`EventLog::scan_blobs`] calls with each blob's name and value.
 pub type BlobVisitor<'a> = dyn FnMut(&str, &[u8]) -> Result<(), LogError> + 'a;
 
-/// The event-log port. Appends are durable when they return.
+/// How soon a write must be on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk when the call returns: acknowledged input, and what must survive a crash
+    /// before anything else happens (a provider attempt).
+    Immediate,
+    /// Atomic and visible to readers at once, but it may reach the disk only with a later
+    /// write (the embedded log writes it with the next immediate one, and makes one
+    /// immediate itself at least every [`embedded::MAX_DEFERRAL`]). For a consumer's outputs
+    /// and progress that a replay of durable input makes again: a crash loses them together
+    /// and the consumer starts again from the offsets that did reach the disk. A later
+    /// immediate write of the same log carries every deferred write before it, so nothing
+    /// acted upon durably can rest on a lost one.
+    Deferred,
+}
+
+/// The event-log port. Appends are durable when they return (but see [`Durability`]).
 pub trait EventLog: Send + Sync {
     /// Creates a topic (idempotent for the same partition count).
     fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError>;
@@ -136,17 +152,20 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         items: &[(String, Record)],
     ) -> Result<Vec<Appended>, LogError>;
-    /// Appends records to several topics, then commits `group`'s next offsets, as one atomic,
-    /// durable write where the backend can (the embedded log: a consumer's outputs and its
-    /// progress land together or not at all). The default does the appends in order, then the
-    /// commits: a crash in between replays the input, which consumers must tolerate anyway.
+    /// Appends records to several topics, then commits `group`'s next offsets, as one atomic
+    /// write where the backend can (the embedded log: a consumer's outputs and its progress
+    /// land together or not at all), durable as `durability` says. The default does the
+    /// appends in order, then the commits, each durable: a crash in between replays the input,
+    /// which consumers must tolerate anyway.
     fn append_and_commit(
         &self,
-        appends: &[(&str, &[Record])],
+        appends: Vec<(&str, Vec<Record>)>,
         group: &str,
         commits: &[(&str, u32, u64)],
+        durability: Durability,
     ) -> Result<(), LogError> {
-        for (topic, records) in appends {
+        let _ = durability;
+        for (topic, records) in &appends {
             self.append(topic, records)?;
         }
         for (topic, partition, next) in commits {
