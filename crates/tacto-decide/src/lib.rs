@@ -227,11 +227,31 @@ pub struct StateEntry {
 /// another layout are refused by name instead of being misread.
 const ENTRY_MAGIC: [u8; 2] = [b'T', 2];
 
+/// A [`StateEntry`] made of borrowed parts: the same encoding, without copying an account to
+/// encode it.
+#[derive(Serialize)]
+struct StateEntryRef<'a> {
+    account: &'a Account,
+    wake: Option<Timestamp>,
+    contacts: &'a Contacts,
+}
+
+impl StateEntryRef<'_> {
+    fn encode(&self) -> Result<Vec<u8>, DecideError> {
+        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
+            .map_err(|e| DecideError::Snapshot(format!("state entry: {e}")))
+    }
+}
+
 impl StateEntry {
     /// Encodes an entry.
     pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
-        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
-            .map_err(|e| DecideError::Snapshot(format!("state entry: {e}")))
+        StateEntryRef {
+            account: &self.account,
+            wake: self.wake,
+            contacts: &self.contacts,
+        }
+        .encode()
     }
 
     /// Decodes an entry.
@@ -587,7 +607,9 @@ impl Decide {
     /// data) changed since the last snapshot, in one atomic write. Returns how many accounts
     /// it wrote.
     pub fn snapshot(&mut self) -> Result<usize, DecideError> {
-        let (entries, changed, total) = {
+        // Encoded straight from the state, under its lock: a copy of every changed account
+        // first would double the snapshot's memory (after a load, every account changed).
+        let (encoded, changed, total) = {
             let mut engine = self
                 .state
                 .engine
@@ -599,21 +621,31 @@ impl Decide {
                 .read()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
             let changed = engine.take_changed();
-            let entries: Vec<(String, StateEntry)> = changed
-                .iter()
-                .filter_map(|id| {
-                    let account = engine.store.get(id)?.clone();
-                    Some((
-                        format!("{ACCOUNT_PREFIX}{id}"),
-                        StateEntry {
-                            account,
-                            wake: engine.wake_of(id),
-                            contacts: directory.get(id.as_str()).cloned().unwrap_or_default(),
-                        },
-                    ))
-                })
-                .collect();
-            (entries, changed, engine.store.len())
+            let none = Contacts::default();
+            let mut encoded = Vec::with_capacity(changed.len());
+            let mut failed = None;
+            for id in &changed {
+                let Some(account) = engine.store.get(id) else {
+                    continue;
+                };
+                let entry = StateEntryRef {
+                    account,
+                    wake: engine.wake_of(id),
+                    contacts: directory.get(id.as_str()).unwrap_or(&none),
+                };
+                match entry.encode() {
+                    Ok(bytes) => encoded.push((format!("{ACCOUNT_PREFIX}{id}"), bytes)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                engine.mark_changed(changed);
+                return Err(e);
+            }
+            (encoded, changed, engine.store.len())
         };
         let written = (|| {
             let head = postcard::to_allocvec(&SnapshotHead {
@@ -622,12 +654,10 @@ impl Decide {
                 accounts: total as u64,
             })
             .map_err(|e| DecideError::Snapshot(e.to_string()))?;
-            let mut encoded = Vec::with_capacity(entries.len());
-            for (name, entry) in &entries {
-                encoded.push((name.as_str(), entry.encode()?));
-            }
-            let mut items: Vec<(&str, &[u8])> =
-                encoded.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            let mut items: Vec<(&str, &[u8])> = encoded
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
             items.push((SNAPSHOT, &head));
             self.log.put_blobs(&items)?;
             Ok::<usize, DecideError>(encoded.iter().map(|(_, v)| v.len()).sum())
@@ -644,13 +674,13 @@ impl Decide {
         };
         tracing::info!(
             accounts = total,
-            written = entries.len(),
+            written = encoded.len(),
             bytes,
             "snapshot written"
         );
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
-        Ok(entries.len())
+        Ok(encoded.len())
     }
 
     /// Runs until `shutdown` turns true, then writes a last snapshot.
