@@ -890,7 +890,8 @@ impl Dispatch {
     }
 
     /// Commits, per partition, the first offset not fully handled: the partitions whose offset
-    /// moved, in one durable write (none when nothing moved).
+    /// moved, in one deferred write (none when nothing moved). A crash can move them back; the
+    /// jobs read again find their durable states.
     fn commit(&mut self) -> Result<(), LogError> {
         let moved: Vec<(&str, u32, u64)> = (0..self.offsets.len())
             .map(|p| (p, self.handled_upto(p)))

@@ -181,6 +181,9 @@ impl EmbeddedLog {
             Self::write_in(&tx, &d.appends, &d.group, &d.commits)?;
         }
         tx.commit().map_err(storage)?;
+        if let Ok(mut at) = self.last_durable.lock() {
+            *at = Instant::now();
+        }
         tracing::warn!(
             writes = redo.len(),
             "deferred writes lost by the storage failure written again"
