@@ -145,6 +145,24 @@ pub trait JobStore: Send + Sync {
         }
         Ok(())
     }
+    /// Records jobs' final states and appends their `reports` (unique records of the events
+    /// topic) to `log`: in one atomic write, durable as `durability` says, where the store
+    /// can (the embedded log, when it is `log`). The default records the states, then appends
+    /// the reports, each durably (a crash in between reports them on the replay).
+    fn finish_jobs(
+        &self,
+        log: &dyn EventLog,
+        states: &[(AccountId, JobId, JobState)],
+        reports: &[(String, tacto_log::Record)],
+        durability: Durability,
+    ) -> Result<(), LogError> {
+        let _ = durability;
+        self.set_states(states)?;
+        if !reports.is_empty() {
+            log.append_unique_many(events::EVENTS.name(), reports)?;
+        }
+        Ok(())
+    }
 }
 
 /// Job states as blobs of the embedded log.
@@ -170,6 +188,29 @@ impl JobStore for BlobJobStore {
             .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
             .collect();
         self.0.put_blobs(&items)
+    }
+
+    /// One write of the job store's log (the reports go to it, whatever `log` is: dispatch
+    /// passes the same log).
+    fn finish_jobs(
+        &self,
+        _log: &dyn EventLog,
+        states: &[(AccountId, JobId, JobState)],
+        reports: &[(String, tacto_log::Record)],
+        durability: Durability,
+    ) -> Result<(), LogError> {
+        if states.is_empty() && reports.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = states.iter().map(|(_, job, _)| job_blob(job)).collect();
+        let items: Vec<(&str, &[u8])> = names
+            .iter()
+            .zip(states)
+            .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
+            .collect();
+        self.0
+            .put_blobs_and_append_unique(&items, events::EVENTS.name(), reports, durability)?;
+        Ok(())
     }
 }
 
@@ -410,6 +451,19 @@ impl Inner {
         }
     }
 
+    /// The record reporting a job's outcome, continuing the job's trace.
+    fn job_report(
+        account: &AccountId,
+        job: &JobId,
+        channel: Channel,
+        status: OutcomeStatus,
+        now: Timestamp,
+    ) -> Result<(String, tacto_log::Record), LogError> {
+        let incoming = JOB_TRACE.try_with(|t| t.clone()).ok().flatten();
+        let trace = traceparent(&tracing::Span::current(), incoming.as_deref());
+        outcome_record(account, job, channel, status, now, trace)
+    }
+
     fn report(
         &self,
         account: &AccountId,
@@ -418,9 +472,7 @@ impl Inner {
         status: OutcomeStatus,
         now: Timestamp,
     ) -> Result<(), LogError> {
-        let incoming = JOB_TRACE.try_with(|t| t.clone()).ok().flatten();
-        let trace = traceparent(&tracing::Span::current(), incoming.as_deref());
-        let (unique, record) = outcome_record(account, job, channel, status, now, trace)?;
+        let (unique, record) = Self::job_report(account, job, channel, status, now)?;
         // Reported at most once, however often a replay reports it again.
         self.log
             .append_unique(events::EVENTS.name(), &unique, &record)?;
@@ -451,7 +503,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Records a job's final state and reports its outcome.
+    /// Records a job's final state and reports its outcome, in one deferred write: only the
+    /// attempt must reach the disk before the provider is called. A crash that loses this
+    /// write (at most [`tacto_log::embedded::MAX_DEFERRAL`] of them) leaves the job as it was
+    /// before: attempted, so reported ambiguous, i.e. sent (the conservative reading for caps),
+    /// or never attempted, so handled again from the replayed contacts topic.
     fn finish(
         &self,
         account: &AccountId,
@@ -460,9 +516,15 @@ impl Inner {
         status: OutcomeStatus,
         at: Timestamp,
     ) -> Result<(), LogError> {
-        self.jobs.set_state(account, &job.job_id, state)?;
+        let report = Self::job_report(account, &job.job_id, job.channel, status, at)?;
+        self.jobs.finish_jobs(
+            &*self.log,
+            &[(account.clone(), job.job_id.clone(), state)],
+            &[report],
+            Durability::Deferred,
+        )?;
         count_job(job.channel, state.name());
-        self.report(account, &job.job_id, job.channel, status, at)
+        Ok(())
     }
 
     /// Marks a job in flight, unless it is already (then `None`).
@@ -627,9 +689,10 @@ impl Inner {
     }
 
     /// Handles a run of recalls under one transition lock. Jobs not attempted yet are cancelled
-    /// and confirmed as not sent, the whole run in two durable writes (the jobs' states, then
-    /// their reports: a crash in between reports them on the replay); jobs already with a
-    /// provider are cancelled there where the provider can.
+    /// and confirmed as not sent, the whole run in one deferred write (the jobs' states and
+    /// their reports: a crash that loses it loses the recall's progress with it, and the
+    /// replayed recall cancels them again); jobs already with a provider are cancelled there
+    /// where the provider can, and that is recorded at once.
     async fn handle_recalls(
         &self,
         recalls: &[PendingRecall],
@@ -690,12 +753,9 @@ impl Inner {
                 }
             }
         }
-        self.jobs.set_states(&states)?;
         // Reported at most once, however often a replay reports it again.
-        if !reports.is_empty() {
-            self.log
-                .append_unique_many(events::EVENTS.name(), &reports)?;
-        }
+        self.jobs
+            .finish_jobs(&*self.log, &states, &reports, Durability::Deferred)?;
         Ok(())
     }
 

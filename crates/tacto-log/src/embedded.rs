@@ -63,6 +63,25 @@ struct Deferred {
     appends: Vec<(String, Vec<Record>)>,
     group: String,
     commits: Vec<(String, u32, u64)>,
+    /// Named blobs stored.
+    blobs: Vec<(String, Vec<u8>)>,
+    /// Records appended to a topic under unique keys.
+    unique: Option<(String, Vec<(String, Record)>)>,
+}
+
+impl Deferred {
+    /// Writes it again inside `tx` (the unique appends check their keys again).
+    fn write_in(&self, tx: &redb::WriteTransaction) -> Result<(), LogError> {
+        EmbeddedLog::write_in(tx, &self.appends, &self.group, &self.commits)?;
+        EmbeddedLog::blobs_in(
+            tx,
+            self.blobs.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        )?;
+        if let Some((topic, items)) = &self.unique {
+            EmbeddedLog::unique_in(tx, topic, items)?;
+        }
+        Ok(())
+    }
 }
 
 impl EmbeddedLog {
@@ -178,7 +197,7 @@ impl EmbeddedLog {
         }
         let tx = db.begin_write().map_err(storage)?;
         for d in redo.iter() {
-            Self::write_in(&tx, &d.appends, &d.group, &d.commits)?;
+            d.write_in(&tx)?;
         }
         tx.commit().map_err(storage)?;
         if let Ok(mut at) = self.last_durable.lock() {
@@ -252,6 +271,50 @@ impl EmbeddedLog {
                 .map_err(storage)?;
         }
         Ok(wrote)
+    }
+
+    /// Stores named blobs inside `tx`.
+    fn blobs_in<'a>(
+        tx: &redb::WriteTransaction,
+        items: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), LogError> {
+        let mut t = tx.open_table(META).map_err(storage)?;
+        for (name, value) in items {
+            t.insert(name, value).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Appends each record to `topic` inside `tx` unless its unique key was appended before.
+    /// Returns what happened to each, and whether anything was appended.
+    fn unique_in(
+        tx: &redb::WriteTransaction,
+        topic: &str,
+        items: &[(String, Record)],
+    ) -> Result<(Vec<Appended>, bool), LogError> {
+        let partitions = Self::topic_partitions(tx, topic)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut wrote = false;
+        let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
+        let mut ends = tx.open_table(ENDS).map_err(storage)?;
+        let mut table = tx.open_table(RECORDS).map_err(storage)?;
+        for (unique, record) in items {
+            let seen = unique_keys
+                .get((topic, unique.as_str()))
+                .map_err(storage)?
+                .map(|v| v.value());
+            if let Some((partition, offset)) = seen {
+                out.push(Appended::Duplicate(Position { partition, offset }));
+                continue;
+            }
+            let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
+            unique_keys
+                .insert((topic, unique.as_str()), (pos.partition, pos.offset))
+                .map_err(storage)?;
+            out.push(Appended::New(pos));
+            wrote = true;
+        }
+        Ok((out, wrote))
     }
 
     fn wake(&self) {
@@ -377,6 +440,7 @@ impl EventLog for EmbeddedLog {
                     .iter()
                     .map(|(t, p, n)| ((*t).to_owned(), *p, *n))
                     .collect(),
+                ..Deferred::default()
             })?;
             if wrote {
                 self.wake();
@@ -392,31 +456,34 @@ impl EventLog for EmbeddedLog {
     ) -> Result<Vec<Appended>, LogError> {
         self.with(|db| {
             let tx = db.begin_write().map_err(storage)?;
-            let partitions = Self::topic_partitions(&tx, topic)?;
-            let mut out = Vec::with_capacity(items.len());
-            let mut wrote = false;
-            {
-                let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
-                let mut ends = tx.open_table(ENDS).map_err(storage)?;
-                let mut table = tx.open_table(RECORDS).map_err(storage)?;
-                for (unique, record) in items {
-                    let seen = unique_keys
-                        .get((topic, unique.as_str()))
-                        .map_err(storage)?
-                        .map(|v| v.value());
-                    if let Some((partition, offset)) = seen {
-                        out.push(Appended::Duplicate(Position { partition, offset }));
-                        continue;
-                    }
-                    let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
-                    unique_keys
-                        .insert((topic, unique.as_str()), (pos.partition, pos.offset))
-                        .map_err(storage)?;
-                    out.push(Appended::New(pos));
-                    wrote = true;
-                }
-            }
+            let (out, wrote) = Self::unique_in(&tx, topic, items)?;
             self.finish_now(tx)?;
+            if wrote {
+                self.wake();
+            }
+            Ok(out)
+        })
+    }
+
+    fn put_blobs_and_append_unique(
+        &self,
+        blobs: &[(&str, &[u8])],
+        topic: &str,
+        items: &[(String, Record)],
+        durability: Durability,
+    ) -> Result<Vec<Appended>, LogError> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(storage)?;
+            Self::blobs_in(&tx, blobs.iter().copied())?;
+            let (out, wrote) = Self::unique_in(&tx, topic, items)?;
+            self.finish(tx, durability, || Deferred {
+                blobs: blobs
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+                    .collect(),
+                unique: Some((topic.to_owned(), items.to_vec())),
+                ..Deferred::default()
+            })?;
             if wrote {
                 self.wake();
             }
@@ -552,12 +619,7 @@ impl EventLog for EmbeddedLog {
         }
         self.with(|db| {
             let tx = db.begin_write().map_err(storage)?;
-            {
-                let mut t = tx.open_table(META).map_err(storage)?;
-                for (name, value) in items {
-                    t.insert(*name, *value).map_err(storage)?;
-                }
-            }
+            Self::blobs_in(&tx, items.iter().copied())?;
             self.finish_now(tx)
         })
     }
@@ -667,6 +729,42 @@ mod tests {
         log.append("in", &[rec("k", "y")]).expect("append");
         step(3).expect("deferred 3");
         assert_eq!(log.end_offset("out", 0).expect("end"), 3);
+    }
+
+    #[test]
+    fn deferred_blobs_and_unique_appends_lost_by_a_storage_failure_are_written_again() {
+        let backend = Backend::default();
+        let mut log = EmbeddedLog::open(tempfile::tempdir().expect("dir").path().join("unused"))
+            .expect("open");
+        log.backend = Some(backend.clone());
+        log.failed.store(true, Ordering::Release);
+        log.create_topic("events", 1).expect("topic");
+        let report = |n: &str| (format!("report:{n}"), rec("k", n));
+        let first = log
+            .put_blobs_and_append_unique(
+                &[("job/1", b"sent")],
+                "events",
+                &[report("1")],
+                Durability::Deferred,
+            )
+            .expect("deferred");
+        assert!(matches!(first[..], [Appended::New(_)]));
+        // Visible at once, and still unique.
+        assert_eq!(log.get_blob("job/1").expect("get"), Some(b"sent".to_vec()));
+        let again = log
+            .put_blobs_and_append_unique(&[], "events", &[report("1")], Durability::Deferred)
+            .expect("deferred");
+        assert!(matches!(again[..], [Appended::Duplicate(_)]));
+        backend.full.store(true, Ordering::Release);
+        assert!(log.put_blob("job/2", b"attempting").is_err());
+        backend.full.store(false, Ordering::Release);
+        std::thread::sleep(REOPEN_PAUSE);
+        assert_eq!(log.get_blob("job/1").expect("get"), Some(b"sent".to_vec()));
+        assert_eq!(log.end_offset("events", 0).expect("end"), 1);
+        let dup = log
+            .append_unique("events", "report:1", &rec("k", "1"))
+            .expect("append");
+        assert!(matches!(dup, Appended::Duplicate(_)));
     }
 
     #[test]

@@ -201,6 +201,24 @@ pub trait EventLog: Send + Sync {
         }
         Ok(())
     }
+    /// Stores named blobs and appends records to `topic` under unique keys (as
+    /// [`EventLog::append_unique_many`]) in one atomic write, durable as `durability` says
+    /// where the backend can defer (the embedded log): a service's record of what it did and
+    /// its report of it land together. The default stores the blobs, then appends, each durably.
+    fn put_blobs_and_append_unique(
+        &self,
+        blobs: &[(&str, &[u8])],
+        topic: &str,
+        items: &[(String, Record)],
+        durability: Durability,
+    ) -> Result<Vec<Appended>, LogError> {
+        let _ = durability;
+        self.put_blobs(blobs)?;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append_unique_many(topic, items)
+    }
     /// Calls `visit` with every blob whose name starts with `prefix`, in name order, from one
     /// consistent view of the store; returns how many. Backends without a blob store refuse.
     fn scan_blobs(&self, prefix: &str, visit: &mut BlobVisitor<'_>) -> Result<u64, LogError> {
