@@ -338,6 +338,8 @@ pub struct Verdict {
     pub summary: String,
     /// Jobs the provider accepted.
     pub accepted: usize,
+    /// Jobs decided.
+    pub decided: usize,
 }
 
 /// Checks a run:
@@ -441,6 +443,7 @@ pub fn verify(
             accepted.len()
         ),
         accepted: accepted.len(),
+        decided: o.scheduled.len(),
     }
 }
 
