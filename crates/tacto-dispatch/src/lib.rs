@@ -281,7 +281,7 @@ struct Waiting {
     offset: u64,
     account: AccountId,
     job: ContactJob,
-    /// The record's headers (its trace).
+    /// The record's trace context headers (`traceparent`, `tracestate`).
     headers: Vec<(String, String)>,
     clock: fn() -> Timestamp,
     /// The dispatcher's offsets in flight, to release this one when the job is done.
@@ -887,7 +887,15 @@ impl Dispatch {
                         offset: d.position.offset,
                         account: e.account_id.clone(),
                         job,
-                        headers: d.record.headers.clone(),
+                        // Only the trace context: the other headers (event id, type,
+                        // source, time) would cost a queued job more than the job itself.
+                        headers: d
+                            .record
+                            .headers
+                            .iter()
+                            .filter(|(k, _)| k == TRACEPARENT || k == "tracestate")
+                            .cloned()
+                            .collect(),
                         clock,
                         offsets: self.in_flight.clone(),
                     };

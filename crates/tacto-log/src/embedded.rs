@@ -35,9 +35,18 @@ pub const MAX_DEFERRAL: Duration = Duration::from_secs(1);
 /// The least time between two attempts to reopen the store after a storage failure.
 const REOPEN_PAUSE: Duration = Duration::from_millis(200);
 
+/// The default of [`EmbeddedLog::open_with_cache`]: 256 MiB. redb's own default is 1 GiB; the
+/// log's hot pages (the tails being appended and read) fit in far less, the operating system's
+/// page cache holds the rest, and every mebibyte the process does not grow into is one the
+/// kernel does not have to fault in and zero (on the benchmark machine, a third of decide's
+/// time during a load went to that: BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 /// A durable log in one file.
 pub struct EmbeddedLog {
     path: PathBuf,
+    /// redb's page cache (read cache and write buffer), bytes.
+    cache_bytes: usize,
     /// `None` only between closing a failed store and reopening it.
     db: RwLock<Option<Database>>,
     /// A storage error happened: reopen before the next operation.
@@ -85,13 +94,19 @@ impl Deferred {
 }
 
 impl EmbeddedLog {
-    /// Opens (or creates) the log at `path`.
+    /// Opens (or creates) the log at `path`, with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the log at `path`, with a page cache of at most `cache_bytes`.
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, LogError> {
         let path = path.as_ref().to_owned();
-        let db = Self::open_database(&path)?;
+        let db = Self::open_database(&path, cache_bytes)?;
         let (notify, _) = watch::channel(0);
         Ok(Self {
             path,
+            cache_bytes,
             db: RwLock::new(Some(db)),
             failed: AtomicBool::new(false),
             notify,
@@ -111,11 +126,15 @@ impl EmbeddedLog {
                 .map_err(storage)?;
             return Self::create_tables(db);
         }
-        Self::open_database(&self.path)
+        Self::open_database(&self.path, self.cache_bytes)
     }
 
-    fn open_database(path: &Path) -> Result<Database, LogError> {
-        Self::create_tables(Database::create(path).map_err(storage)?)
+    fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, LogError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(storage)?;
+        Self::create_tables(db)
     }
 
     fn create_tables(db: Database) -> Result<Database, LogError> {

@@ -28,6 +28,10 @@ pub struct Args {
     /// Policy file (TOML); the built-in example when absent.
     #[arg(long, env = "TACTO_POLICY")]
     policy: Option<PathBuf>,
+    /// The embedded log's page cache, MiB (redb's cache of the file's pages; the operating
+    /// system's page cache holds the rest of the file).
+    #[arg(long, env = "TACTO_LOG_CACHE_MIB", default_value_t = 256)]
+    log_cache_mib: usize,
     /// Partitions of each topic (fixed when the log is created).
     #[arg(long, env = "TACTO_PARTITIONS", default_value_t = 4)]
     partitions: u32,
@@ -457,7 +461,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let log_path = args.data_dir.join("tacto.redb");
     let log = Arc::new(
-        EmbeddedLog::open(&log_path)
+        EmbeddedLog::open_with_cache(&log_path, args.log_cache_mib.saturating_mul(1 << 20))
             .with_context(|| format!("cannot open the log {}", log_path.display()))?,
     );
     tacto_log::events::create_topics(&*log, args.partitions).context("cannot create topics")?;
