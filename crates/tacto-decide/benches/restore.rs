@@ -6,7 +6,8 @@
 //! several restarts.
 //!
 //! `cargo bench -p tacto-decide --bench restore` (`TACTO_BENCH_ACCOUNTS`, default 1,000,000;
-//! `TACTO_BENCH_RESTARTS`, default 5). A harness, not criterion: one run is minutes long.
+//! `TACTO_BENCH_RESTARTS`, default 5; `TACTO_BENCH_LOG_CACHE_MIB`, the log's page cache, default
+//! that of `EmbeddedLog::open`). A harness, not criterion: one run is minutes long.
 #![allow(missing_docs)]
 
 #[global_allocator]
@@ -38,6 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
     let accounts = env("TACTO_BENCH_ACCOUNTS", 1_000_000);
     let restarts = env("TACTO_BENCH_RESTARTS", 5).max(1);
+    let cache = env(
+        "TACTO_BENCH_LOG_CACHE_MIB",
+        (tacto_log::embedded::DEFAULT_CACHE_BYTES >> 20) as u64,
+    ) as usize
+        * (1 << 20);
     let at = Timestamp::parse("2026-11-16T15:00:00Z")?;
     let policy = Arc::new(Policy::example());
     let config = DecideConfig {
@@ -50,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     {
-        let log = EmbeddedLog::open(&path)?;
+        let log = EmbeddedLog::open_with_cache(&path, cache)?;
         events::create_topics(&log, PARTITIONS)?;
         let mut batch = Vec::with_capacity(50_000);
         for i in 0..accounts {
@@ -67,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         loaded.as_secs_f64()
     );
 
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&path)?);
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open_with_cache(&path, cache)?);
     let mut decide = Decide::restore(log.clone(), policy.clone(), config.clone())?;
     let started = Instant::now();
     let mut consumed = 0u64;
