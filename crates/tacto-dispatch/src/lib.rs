@@ -181,13 +181,7 @@ impl JobStore for BlobJobStore {
     }
 
     fn set_states(&self, states: &[(AccountId, JobId, JobState)]) -> Result<(), LogError> {
-        let names: Vec<String> = states.iter().map(|(_, job, _)| job_blob(job)).collect();
-        let items: Vec<(&str, &[u8])> = names
-            .iter()
-            .zip(states)
-            .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
-            .collect();
-        self.0.put_blobs(&items)
+        with_blobs(states, |items| self.0.put_blobs(items))
     }
 
     /// One write of the job store's log (the reports go to it, whatever `log` is: dispatch
@@ -202,16 +196,26 @@ impl JobStore for BlobJobStore {
         if states.is_empty() && reports.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = states.iter().map(|(_, job, _)| job_blob(job)).collect();
-        let items: Vec<(&str, &[u8])> = names
-            .iter()
-            .zip(states)
-            .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
-            .collect();
-        self.0
-            .put_blobs_and_append_unique(&items, events::EVENTS.name(), reports, durability)?;
-        Ok(())
+        with_blobs(states, |items| {
+            self.0
+                .put_blobs_and_append_unique(items, events::EVENTS.name(), reports, durability)
+                .map(|_| ())
+        })
     }
+}
+
+/// Calls `write` with jobs' states as named blobs.
+fn with_blobs<T>(
+    states: &[(AccountId, JobId, JobState)],
+    write: impl FnOnce(&[(&str, &[u8])]) -> T,
+) -> T {
+    let names: Vec<String> = states.iter().map(|(_, job, _)| job_blob(job)).collect();
+    let items: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(states)
+        .map(|(name, (_, _, s))| (name.as_str(), s.as_bytes()))
+        .collect();
+    write(&items)
 }
 
 /// The dispatch service.
