@@ -38,8 +38,8 @@ const REOPEN_PAUSE: Duration = Duration::from_millis(200);
 /// The default of [`EmbeddedLog::open_with_cache`]: 256 MiB. redb's own default is 1 GiB; the
 /// log's hot pages (the tails being appended and read) fit in far less, the operating system's
 /// page cache holds the rest, and every mebibyte the process does not grow into is one the
-/// kernel does not have to fault in and zero (on the benchmark machine, a third of decide's
-/// time during a load went to that: BENCHMARKS.md).
+/// kernel does not have to fault in and zero (on the benchmark machine, 57% of decide's time
+/// during a load went to that with the 1 GiB cache: BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// A durable log in one file.
@@ -595,10 +595,7 @@ impl EventLog for EmbeddedLog {
     fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
         self.with(|db| {
             let tx = db.begin_write().map_err(storage)?;
-            tx.open_table(META)
-                .map_err(storage)?
-                .insert(name, value)
-                .map_err(storage)?;
+            Self::blobs_in(&tx, [(name, value)])?;
             self.finish_now(tx)
         })
     }
