@@ -5,13 +5,14 @@
 //! is recognised by the account state. Restart = the last snapshot plus the tail of the log.
 
 pub mod kafka;
+mod writer;
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tacto_log::{Delivered, Durability, EventLog, LogError, Record, events};
+use tacto_log::{Delivered, EventLog, LogError, Record, events};
 use tacto_model::validate::validate_input;
 use tacto_model::{Channel, Event, EventBody, IdentityAnswers, Timestamp};
 use tacto_policy::engine::Engine;
@@ -19,6 +20,7 @@ use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
 use tacto_telemetry::metrics::{self, Counter, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
+use writer::{EncodedSnapshot, Folded, Write, Writer};
 
 /// Decide settings.
 #[derive(Clone, Debug)]
@@ -53,6 +55,9 @@ pub enum DecideError {
     /// A snapshot could not be written or read.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// Decide's writer stopped (it gave up on a write while shutting down).
+    #[error("decide's writer stopped: {0}")]
+    WriterStopped(String),
 }
 
 /// One contact address (personal data: kept out of account state and logs).
@@ -276,6 +281,9 @@ pub struct Decide {
     offsets: Vec<u64>,
     since_snapshot: u64,
     last_snapshot: Instant,
+    /// Writes made by folds but not in the log yet, in order (a failed write waits here and is
+    /// made again before anything new is folded).
+    unwritten: VecDeque<Write>,
 }
 
 /// The personal data an account upsert carries (replacing what was known).
@@ -492,6 +500,7 @@ impl Decide {
             offsets,
             since_snapshot: 0,
             last_snapshot: Instant::now(),
+            unwritten: VecDeque::new(),
         })
     }
 
@@ -511,12 +520,33 @@ impl Decide {
     }
 
     /// Processes what is available now: new events of every partition (a batch each) and due
-    /// timers. Returns how many events it consumed.
+    /// timers, and writes the outputs (and a snapshot when one is due) before it returns.
+    /// Returns how many events it consumed. A write that fails is kept and made again first
+    /// by the next call, so no decision is ever skipped.
     pub fn step(&mut self, now: Timestamp) -> Result<usize, DecideError> {
+        self.write_unwritten()?;
+        let consumed = self.fold(now)?;
+        self.write_unwritten()?;
+        Ok(consumed)
+    }
+
+    /// Makes the writes left by folds, in order; stops at the first that fails (kept).
+    fn write_unwritten(&mut self) -> Result<(), DecideError> {
+        while let Some(w) = self.unwritten.front() {
+            w.write(&*self.log, &self.config.group)?;
+            self.unwritten.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Folds what is available now into the state (a batch of every partition, then the due
+    /// timers) and queues what must be written: the step's outputs and offsets, and a snapshot
+    /// when one is due. Returns how many events it consumed.
+    fn fold(&mut self, now: Timestamp) -> Result<usize, DecideError> {
         let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
         let mut consumed = 0;
-        let mut advanced = Vec::new();
+        let mut commits = Vec::new();
         {
             let mut engine = self
                 .state
@@ -544,7 +574,7 @@ impl Decide {
                 }
                 if let Some(last) = batch.last() {
                     self.offsets[p] = last.position.offset + 1;
-                    advanced.push(p);
+                    commits.push((p as u32, self.offsets[p]));
                 }
                 if let Ok(end) = self.log.end_offset(events::EVENTS.name(), p as u32) {
                     metrics::metrics()
@@ -564,139 +594,122 @@ impl Decide {
                     .map(Output::untraced),
             );
         }
-        let commits: Vec<(&str, u32, u64)> = advanced
-            .iter()
-            .map(|&p| (events::EVENTS.name(), p as u32, self.offsets[p]))
-            .collect();
-        self.publish(&outputs, dead, &commits)?;
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
+        if !(outputs.is_empty() && dead.is_empty() && commits.is_empty()) {
+            self.unwritten.push_back(Write::Step(Folded {
+                outputs,
+                dead,
+                commits,
+            }));
+        }
         if self.since_snapshot > 0
             && (self.since_snapshot >= self.config.snapshot_every_events
                 || self.last_snapshot.elapsed() >= self.config.snapshot_interval)
         {
-            self.snapshot()?;
+            let snapshot = self.encode_snapshot()?;
+            self.unwritten.push_back(Write::Snapshot(snapshot));
         }
         Ok(consumed)
     }
 
-    /// Appends a step's decisions, jobs and dead letters and commits the events it consumed, in
-    /// one write on the embedded log. Decisions first: the audit trail never misses a job
-    /// dispatch has seen. The write is deferred ([`Durability::Deferred`]): a replay of the
-    /// events makes it again, and dispatch's durable record of an attempt carries it to disk.
-    fn publish(
-        &self,
-        outputs: &[Output],
-        dead: Vec<Record>,
-        commits: &[(&str, u32, u64)],
-    ) -> Result<(), DecideError> {
-        let (decisions, contacts) = output_records(outputs)?;
-        self.log.append_and_commit(
-            vec![
-                (events::DECISIONS.name(), decisions),
-                (events::CONTACTS.name(), contacts),
-                (events::DEAD_LETTERS.name(), dead),
-            ],
-            &self.config.group,
-            commits,
-            Durability::Deferred,
-        )?;
-        Ok(())
+    /// Writes a snapshot: the offsets it covers, and every account (with its timer and personal
+    /// data) changed since the last snapshot, in one atomic write, after every write before it.
+    /// Returns how many accounts it wrote.
+    pub fn snapshot(&mut self) -> Result<usize, DecideError> {
+        self.write_unwritten()?;
+        let snapshot = self.encode_snapshot()?;
+        let written = snapshot.entries.len();
+        self.unwritten.push_back(Write::Snapshot(snapshot));
+        self.write_unwritten()?;
+        Ok(written)
     }
 
-    /// Writes a snapshot: the offsets it covers, and every account (with its timer and personal
-    /// data) changed since the last snapshot, in one atomic write. Returns how many accounts
-    /// it wrote.
-    pub fn snapshot(&mut self) -> Result<usize, DecideError> {
+    /// Encodes a snapshot of the state as it is now: the head (offsets) and the accounts
+    /// changed since the previous one, which are no longer marked changed (the write is made
+    /// later, in order, and made again until it lands).
+    fn encode_snapshot(&mut self) -> Result<EncodedSnapshot, DecideError> {
         // Encoded straight from the state, under its lock: a copy of every changed account
         // first would double the snapshot's memory (after a load, every account changed).
-        let (encoded, changed, total) = {
-            let mut engine = self
-                .state
-                .engine
-                .write()
-                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-            let directory = self
-                .state
-                .directory
-                .read()
-                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-            let changed = engine.take_changed();
-            let none = Contacts::default();
-            let mut encoded = Vec::with_capacity(changed.len());
-            let mut failed = None;
-            for id in &changed {
-                let Some(account) = engine.store.get(id) else {
-                    continue;
-                };
-                let entry = StateEntryRef {
-                    account,
-                    wake: engine.wake_of(id),
-                    contacts: directory.get(id.as_str()).unwrap_or(&none),
-                };
-                match entry.encode() {
-                    Ok(bytes) => encoded.push((format!("{ACCOUNT_PREFIX}{id}"), bytes)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+        let mut engine = self
+            .state
+            .engine
+            .write()
+            .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+        let directory = self
+            .state
+            .directory
+            .read()
+            .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+        let changed = engine.take_changed();
+        let none = Contacts::default();
+        let mut entries = Vec::with_capacity(changed.len());
+        let mut failed = None;
+        for id in &changed {
+            let Some(account) = engine.store.get(id) else {
+                continue;
+            };
+            let entry = StateEntryRef {
+                account,
+                wake: engine.wake_of(id),
+                contacts: directory.get(id.as_str()).unwrap_or(&none),
+            };
+            match entry.encode() {
+                Ok(bytes) => entries.push((format!("{ACCOUNT_PREFIX}{id}"), bytes)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            if let Some(e) = failed {
+        }
+        let accounts = engine.store.len();
+        let head = postcard::to_allocvec(&SnapshotHead {
+            version: SNAPSHOT_VERSION,
+            offsets: self.offsets.clone(),
+            accounts: accounts as u64,
+        })
+        .map_err(|e| DecideError::Snapshot(e.to_string()));
+        let head = match (failed, head) {
+            (None, Ok(head)) => head,
+            (Some(e), _) | (None, Err(e)) => {
+                // Not encoded: these accounts still differ from the last snapshot.
                 engine.mark_changed(changed);
                 return Err(e);
             }
-            (encoded, changed, engine.store.len())
         };
-        let written = (|| {
-            let head = postcard::to_allocvec(&SnapshotHead {
-                version: SNAPSHOT_VERSION,
-                offsets: self.offsets.clone(),
-                accounts: total as u64,
-            })
-            .map_err(|e| DecideError::Snapshot(e.to_string()))?;
-            let mut items: Vec<(&str, &[u8])> = encoded
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
-            items.push((SNAPSHOT, &head));
-            self.log.put_blobs(&items)?;
-            Ok::<usize, DecideError>(encoded.iter().map(|(_, v)| v.len()).sum())
-        })();
-        let bytes = match written {
-            Ok(b) => b,
-            Err(e) => {
-                // Not written: these accounts still differ from the last snapshot.
-                if let Ok(mut engine) = self.state.engine.write() {
-                    engine.mark_changed(changed);
-                }
-                return Err(e);
-            }
-        };
-        tracing::info!(
-            accounts = total,
-            written = encoded.len(),
-            bytes,
-            "snapshot written"
-        );
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
-        Ok(encoded.len())
+        Ok(EncodedSnapshot {
+            entries,
+            head,
+            accounts,
+        })
     }
 
-    /// Runs until `shutdown` turns true, then writes a last snapshot.
+    /// Runs until `shutdown` turns true, then writes a last snapshot. Folding and writing
+    /// overlap: a writer thread appends each step's outputs (and the snapshots) in order while
+    /// the next step folds, at most [`writer::QUEUE`] writes behind.
     pub async fn run(
         mut self,
         clock: fn() -> Timestamp,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), DecideError> {
         let mut changes = self.log.changes();
+        let writer = Writer::spawn(self.log.clone(), self.config.group.clone())?;
         self.state.ready.store(true, Ordering::Release);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let consumed = match tokio::task::block_in_place(|| self.step(clock())) {
+            let folded = tokio::task::block_in_place(|| {
+                let consumed = self.fold(clock())?;
+                while let Some(w) = self.unwritten.pop_front() {
+                    writer.send(w)?;
+                }
+                Ok::<_, DecideError>(consumed)
+            });
+            let consumed = match folded {
                 Ok(n) => n,
+                Err(e @ DecideError::WriterStopped(_)) => return Err(e),
                 Err(e) => {
                     tracing::error!(error = %e, "decide step failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -713,6 +726,9 @@ impl Decide {
                 _ = shutdown.changed() => {}
             }
         }
-        tokio::task::block_in_place(|| self.snapshot()).map(|_| ())
+        tokio::task::block_in_place(|| {
+            writer.finish()?;
+            self.snapshot().map(|_| ())
+        })
     }
 }

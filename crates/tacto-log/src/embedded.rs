@@ -377,7 +377,7 @@ impl EmbeddedLog {
             .map_err(storage)?
             .map(|v| v.value())
             .unwrap_or(0);
-        let bytes = postcard::to_allocvec(record).map_err(storage)?;
+        let bytes = stored_form(record)?;
         table
             .insert((topic, partition, offset), bytes.as_slice())
             .map_err(storage)?;
@@ -385,6 +385,21 @@ impl EmbeddedLog {
             .map_err(storage)?;
         Ok(Position { partition, offset })
     }
+}
+
+/// A record as the records table stores it (postcard), in a buffer sized once: growing it from
+/// empty copied every record several times.
+fn stored_form(record: &Record) -> Result<Vec<u8>, LogError> {
+    // Each length prefix is a varint of at most 10 bytes.
+    let size = 10 * (3 + 2 * record.headers.len())
+        + record.key.len()
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    postcard::to_io(record, Vec::with_capacity(size)).map_err(storage)
 }
 
 impl EventLog for EmbeddedLog {

@@ -1,0 +1,230 @@
+//! A write of decide's that fails is made again before anything after it: no decision is
+//! skipped, and no offset or snapshot lands ahead of the outputs it covers. Both when decide
+//! writes inline (`step`) and when its writer thread writes behind the folds (`run`).
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tacto_decide::{Decide, DecideConfig};
+use tacto_log::embedded::EmbeddedLog;
+use tacto_log::{
+    Appended, BlobVisitor, Delivered, Durability, EventLog, LogError, Position, Record, events,
+};
+use tacto_model::{Timestamp, synthetic};
+use tacto_policy::Policy;
+
+/// The embedded log, except that the next `fail_steps` step writes (`append_and_commit`) and
+/// `fail_snapshots` snapshot writes (`put_blobs`) fail without writing anything.
+struct FlakyLog {
+    inner: EmbeddedLog,
+    fail_steps: AtomicU32,
+    fail_snapshots: AtomicU32,
+}
+
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+fn injected() -> LogError {
+    LogError::Storage("injected failure".into())
+}
+
+impl EventLog for FlakyLog {
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        self.inner.create_topic(topic, partitions)
+    }
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.inner.partitions(topic)
+    }
+    fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<Position>, LogError> {
+        self.inner.append(topic, records)
+    }
+    fn append_unique_many(
+        &self,
+        topic: &str,
+        items: &[(String, Record)],
+    ) -> Result<Vec<Appended>, LogError> {
+        self.inner.append_unique_many(topic, items)
+    }
+    fn append_and_commit(
+        &self,
+        appends: Vec<(&str, Vec<Record>)>,
+        group: &str,
+        commits: &[(&str, u32, u64)],
+        durability: Durability,
+    ) -> Result<(), LogError> {
+        if take_one(&self.fail_steps) {
+            return Err(injected());
+        }
+        self.inner
+            .append_and_commit(appends, group, commits, durability)
+    }
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Delivered>, LogError> {
+        self.inner.read(topic, partition, from, max)
+    }
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.inner.end_offset(topic, partition)
+    }
+    fn commit(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<(), LogError> {
+        self.inner.commit(group, topic, partition, next)
+    }
+    fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.inner.committed(group, topic, partition)
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+    fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
+        self.inner.put_blob(name, value)
+    }
+    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.inner.get_blob(name)
+    }
+    fn put_blobs(&self, items: &[(&str, &[u8])]) -> Result<(), LogError> {
+        if take_one(&self.fail_snapshots) {
+            return Err(injected());
+        }
+        self.inner.put_blobs(items)
+    }
+    fn scan_blobs(&self, prefix: &str, visit: &mut BlobVisitor<'_>) -> Result<u64, LogError> {
+        self.inner.scan_blobs(prefix, visit)
+    }
+}
+
+const ACCOUNTS: u64 = 120;
+
+fn t0() -> Timestamp {
+    Timestamp::parse("2026-11-16T15:00:00Z").expect("time")
+}
+
+/// A log with `ACCOUNTS` account upserts on the events topic.
+fn loaded(dir: &std::path::Path, fail_steps: u32, fail_snapshots: u32) -> Arc<FlakyLog> {
+    let inner = EmbeddedLog::open(dir.join("log.redb")).expect("log");
+    events::create_topics(&inner, 3).expect("topics");
+    let records: Vec<Record> = (0..ACCOUNTS)
+        .map(|i| events::to_record(&synthetic::account(5, i, t0())).expect("encode"))
+        .collect();
+    inner
+        .append(events::EVENTS.name(), &records)
+        .expect("append");
+    Arc::new(FlakyLog {
+        inner,
+        fail_steps: AtomicU32::new(fail_steps),
+        fail_snapshots: AtomicU32::new(fail_snapshots),
+    })
+}
+
+/// Small steps, so that a failed write is followed by others.
+fn config() -> DecideConfig {
+    DecideConfig {
+        batch: 8,
+        snapshot_every_events: 40,
+        ..DecideConfig::default()
+    }
+}
+
+/// The event ids of every record of a topic (all partitions), sorted.
+fn all(log: &dyn EventLog, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic).expect("partitions") {
+        out.extend(
+            log.read(topic, p, 0, usize::MAX)
+                .expect("read")
+                .into_iter()
+                .map(|d| d.record.header("ce_id").unwrap_or_default().to_owned()),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// What decide writes when nothing fails.
+fn clean_decisions() -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = loaded(dir.path(), 0, 0);
+    let mut d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
+    while d.step(t0()).expect("step") > 0 {}
+    let decisions = all(&*log, events::DECISIONS.name());
+    assert!(decisions.len() as u64 >= ACCOUNTS, "a decision per account");
+    decisions
+}
+
+/// The offsets decide committed equal the end of every partition of the events topic.
+fn assert_all_committed(log: &dyn EventLog) {
+    for p in 0..log.partitions(events::EVENTS.name()).expect("partitions") {
+        assert_eq!(
+            log.committed("tacto-decide", events::EVENTS.name(), p)
+                .expect("committed"),
+            log.end_offset(events::EVENTS.name(), p).expect("end"),
+            "partition {p}"
+        );
+    }
+}
+
+#[test]
+fn a_step_whose_write_failed_is_written_by_the_next_before_anything_new() {
+    let expected = clean_decisions();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = loaded(dir.path(), 2, 1);
+    let mut d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
+    let mut failures = 0;
+    loop {
+        match d.step(t0()) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => failures += 1,
+        }
+    }
+    assert_eq!(failures, 3, "two step writes and one snapshot write failed");
+    assert_eq!(all(&*log, events::DECISIONS.name()), expected);
+    assert_all_committed(&*log);
+
+    // The snapshot that failed was written again: a restart restores every account.
+    d.snapshot().expect("snapshot");
+    let restored =
+        Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("restore");
+    let accounts = restored.state.engine.read().expect("lock").store.len();
+    assert_eq!(accounts as u64, ACCOUNTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_thread_makes_a_failed_write_again_before_the_ones_behind_it() {
+    let expected = clean_decisions();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = loaded(dir.path(), 3, 1);
+    let d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(d.run(t0, stopped));
+    // Three failed step writes and a failed snapshot cost four retry pauses of 0.5 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while all(&*log, events::DECISIONS.name()).len() < expected.len() {
+        assert!(tokio::time::Instant::now() < deadline, "decisions missing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).expect("stop");
+    running.await.expect("join").expect("run");
+    assert_eq!(all(&*log, events::DECISIONS.name()), expected);
+    assert_eq!(
+        log.fail_steps.load(Ordering::SeqCst),
+        0,
+        "failures injected"
+    );
+    assert_eq!(
+        log.fail_snapshots.load(Ordering::SeqCst),
+        0,
+        "failures injected"
+    );
+    assert_all_committed(&*log);
+    let restored =
+        Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("restore");
+    let accounts = restored.state.engine.read().expect("lock").store.len();
+    assert_eq!(accounts as u64, ACCOUNTS);
+}
