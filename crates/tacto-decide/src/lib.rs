@@ -640,7 +640,10 @@ impl Decide {
             .directory
             .read()
             .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-        let changed = engine.take_changed();
+        // In key order: the entries then go into the store's B-tree one leaf after another
+        // instead of all over it.
+        let mut changed = engine.take_changed();
+        changed.sort_unstable();
         let none = Contacts::default();
         let mut entries = Vec::with_capacity(changed.len());
         let mut failed = None;
