@@ -628,54 +628,52 @@ impl Decide {
     /// changed since the previous one, which are no longer marked changed (the write is made
     /// later, in order, and made again until it lands).
     fn encode_snapshot(&mut self) -> Result<EncodedSnapshot, DecideError> {
-        // Encoded straight from the state, under its lock: a copy of every changed account
-        // first would double the snapshot's memory (after a load, every account changed).
-        let mut engine = self
+        let poisoned = || DecideError::Snapshot("state lock poisoned".into());
+        // In key order: the entries then go into the store's B-tree one leaf after another
+        // instead of all over it.
+        let mut changed = self
             .state
             .engine
             .write()
-            .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-        let directory = self
-            .state
-            .directory
-            .read()
-            .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-        // In key order: the entries then go into the store's B-tree one leaf after another
-        // instead of all over it.
-        let mut changed = engine.take_changed();
+            .map_err(|_| poisoned())?
+            .take_changed();
         changed.sort_unstable();
-        let none = Contacts::default();
-        let mut entries = Vec::with_capacity(changed.len());
-        let mut failed = None;
-        for id in &changed {
-            let Some(account) = engine.store.get(id) else {
-                continue;
-            };
-            let entry = StateEntryRef {
-                account,
-                wake: engine.wake_of(id),
-                contacts: directory.get(id.as_str()).unwrap_or(&none),
-            };
-            match entry.encode() {
-                Ok(bytes) => entries.push((format!("{ACCOUNT_PREFIX}{id}"), bytes)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        // Encoded straight from the state (a copy of every changed account first would double
+        // the snapshot's memory: after a load, every account changed), under a read lock: only
+        // this thread changes the state, so it is still the state the changed set was taken
+        // from, and the account views and dispatch's last look go on reading meanwhile.
+        let encoded = (|| {
+            let engine = self.state.engine.read().map_err(|_| poisoned())?;
+            let directory = self.state.directory.read().map_err(|_| poisoned())?;
+            let none = Contacts::default();
+            let mut entries = Vec::with_capacity(changed.len());
+            for id in &changed {
+                let Some(account) = engine.store.get(id) else {
+                    continue;
+                };
+                let entry = StateEntryRef {
+                    account,
+                    wake: engine.wake_of(id),
+                    contacts: directory.get(id.as_str()).unwrap_or(&none),
+                };
+                entries.push((format!("{ACCOUNT_PREFIX}{id}"), entry.encode()?));
             }
-        }
-        let accounts = engine.store.len();
-        let head = postcard::to_allocvec(&SnapshotHead {
-            version: SNAPSHOT_VERSION,
-            offsets: self.offsets.clone(),
-            accounts: accounts as u64,
-        })
-        .map_err(|e| DecideError::Snapshot(e.to_string()));
-        let head = match (failed, head) {
-            (None, Ok(head)) => head,
-            (Some(e), _) | (None, Err(e)) => {
+            let accounts = engine.store.len();
+            let head = postcard::to_allocvec(&SnapshotHead {
+                version: SNAPSHOT_VERSION,
+                offsets: self.offsets.clone(),
+                accounts: accounts as u64,
+            })
+            .map_err(|e| DecideError::Snapshot(e.to_string()))?;
+            Ok::<_, DecideError>((entries, head, accounts))
+        })();
+        let (entries, head, accounts) = match encoded {
+            Ok(done) => done,
+            Err(e) => {
                 // Not encoded: these accounts still differ from the last snapshot.
-                engine.mark_changed(changed);
+                if let Ok(mut engine) = self.state.engine.write() {
+                    engine.mark_changed(changed);
+                }
                 return Err(e);
             }
         };
