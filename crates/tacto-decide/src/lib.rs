@@ -547,6 +547,9 @@ impl Decide {
         let mut dead: Vec<Record> = Vec::new();
         let mut consumed = 0;
         let mut commits = Vec::new();
+        // A read that fails ends the fold, but what the partitions before it folded is still
+        // queued for writing: their offsets have moved on in memory.
+        let mut unread = None;
         {
             let mut engine = self
                 .state
@@ -554,12 +557,18 @@ impl Decide {
                 .write()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
             for p in 0..self.offsets.len() {
-                let batch = self.log.read(
+                let batch = match self.log.read(
                     events::EVENTS.name(),
                     p as u32,
                     self.offsets[p],
                     self.config.batch,
-                )?;
+                ) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        unread = Some(e);
+                        break;
+                    }
+                };
                 for d in &batch {
                     consumed += 1;
                     apply_record(
@@ -601,6 +610,9 @@ impl Decide {
                 dead,
                 commits,
             }));
+        }
+        if let Some(e) = unread {
+            return Err(e.into());
         }
         if self.since_snapshot > 0
             && (self.since_snapshot >= self.config.snapshot_every_events

@@ -20,6 +20,8 @@ struct FlakyLog {
     inner: EmbeddedLog,
     fail_steps: AtomicU32,
     fail_snapshots: AtomicU32,
+    /// Reads of the events topic's last partition that fail.
+    fail_reads: AtomicU32,
 }
 
 fn take_one(n: &AtomicU32) -> bool {
@@ -68,6 +70,9 @@ impl EventLog for FlakyLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<Delivered>, LogError> {
+        if topic == events::EVENTS.name() && partition == 2 && take_one(&self.fail_reads) {
+            return Err(injected());
+        }
         self.inner.read(topic, partition, from, max)
     }
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
@@ -119,6 +124,7 @@ fn loaded(dir: &std::path::Path, fail_steps: u32, fail_snapshots: u32) -> Arc<Fl
         inner,
         fail_steps: AtomicU32::new(fail_steps),
         fail_snapshots: AtomicU32::new(fail_snapshots),
+        fail_reads: AtomicU32::new(0),
     })
 }
 
@@ -227,4 +233,24 @@ async fn the_writer_thread_makes_a_failed_write_again_before_the_ones_behind_it(
         Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("restore");
     let accounts = restored.state.engine.read().expect("lock").store.len();
     assert_eq!(accounts as u64, ACCOUNTS);
+}
+
+#[test]
+fn a_read_that_fails_midway_loses_nothing_the_partitions_before_it_folded() {
+    let expected = clean_decisions();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = loaded(dir.path(), 0, 0);
+    log.fail_reads.store(2, Ordering::SeqCst);
+    let mut d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
+    let mut failures = 0;
+    loop {
+        match d.step(t0()) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => failures += 1,
+        }
+    }
+    assert_eq!(failures, 2, "two reads of partition 2 failed");
+    assert_eq!(all(&*log, events::DECISIONS.name()), expected);
+    assert_all_committed(&*log);
 }
