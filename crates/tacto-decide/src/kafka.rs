@@ -3,14 +3,20 @@
 //! Each instance keeps the accounts of the partitions it owns. After every step it appends, in
 //! this order, the decisions and contact jobs, the dead letters, and the new state of every
 //! account the step changed to the compacted `tacto.decide-state` changelog (co-partitioned with
-//! the events: same key, same partition); only then it commits the events' offsets. On
+//! the events: same key, same partition); only then it commits the events' offsets. A step is
+//! kept until all four appends landed: after a failure it polls nothing new and makes again only
+//! the appends that did not land (none is repeated, nothing the step decided is dropped). On
 //! assignment an instance restores a partition by reading its changelog (the accounts as of the
 //! last committed step, or later) and goes on from the committed offset; events it sees again are
 //! recognised by their ids, and jobs decided again get the same deterministic ids (dispatch
 //! sends a job id once). On revocation it commits and drops the partition's accounts.
 
-use crate::{DecideConfig, DecideError, DecideState, Output, apply_record, output_records};
-use std::collections::BTreeSet;
+use crate::{
+    Contacts, DecideConfig, DecideError, DecideState, Output, StateEntryRef, apply_record,
+    output_records,
+};
+use compact_str::CompactString;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -87,13 +93,75 @@ pub struct KafkaDecide {
     pending: Option<Pending>,
 }
 
-/// A step's outputs not yet durable.
+/// A step's outputs not yet durable: appended topic by topic, in order, each exactly once even
+/// when a later one fails and the write is made again (what landed is not appended twice).
 struct Pending {
-    decisions: Vec<Record>,
-    contacts: Vec<Record>,
+    /// The step's decisions, encoded into records on the first write.
+    outputs: Vec<Output>,
+    /// Decisions and contact records, once encoded.
+    encoded: Option<(Vec<Record>, Vec<Record>)>,
     dead: Vec<Record>,
-    changed: Vec<Record>,
-    next: std::collections::BTreeMap<u32, u64>,
+    /// Accounts the step changed: their changelog entries are encoded from the state when
+    /// written (nothing is folded meanwhile, so it is still the step's state).
+    changed: Vec<CompactString>,
+    /// How many of the four appends (decisions, contacts, dead letters, changelog) landed.
+    landed: usize,
+    next: BTreeMap<u32, u64>,
+}
+
+impl Pending {
+    /// Appends what has not landed yet, in order. A failure leaves the rest for the next call.
+    fn write(&mut self, log: &dyn EventLog, state: &DecideState) -> Result<(), DecideError> {
+        if self.encoded.is_none() {
+            self.encoded = Some(output_records(&self.outputs)?);
+        }
+        let (decisions, contacts) = self
+            .encoded
+            .as_ref()
+            .map_or((&[][..], &[][..]), |(d, c)| (d.as_slice(), c.as_slice()));
+        if self.landed < 1 {
+            log.append(events::DECISIONS.name(), decisions)?;
+            self.landed = 1;
+        }
+        if self.landed < 2 {
+            log.append(events::CONTACTS.name(), contacts)?;
+            self.landed = 2;
+        }
+        if self.landed < 3 {
+            log.append(events::DEAD_LETTERS.name(), &self.dead)?;
+            self.landed = 3;
+        }
+        if self.landed < 4 {
+            let entries = changelog_records(state, &self.changed)?;
+            log.append(events::DECIDE_STATE.name(), &entries)?;
+            self.landed = 4;
+        }
+        Ok(())
+    }
+}
+
+/// The changelog records of the accounts `changed`, as they are in `state` now.
+fn changelog_records(
+    state: &DecideState,
+    changed: &[CompactString],
+) -> Result<Vec<Record>, DecideError> {
+    let poisoned = || DecideError::Snapshot("state lock poisoned".into());
+    let engine = state.engine.read().map_err(|_| poisoned())?;
+    let dir = state.directory.read().map_err(|_| poisoned())?;
+    let none = Contacts::default();
+    let mut records = Vec::with_capacity(changed.len());
+    for id in changed {
+        let Some(account) = engine.store.get(id) else {
+            continue;
+        };
+        let entry = StateEntryRef {
+            account,
+            wake: engine.wake_of(id),
+            contacts: dir.get(id.as_str()).unwrap_or(&none),
+        };
+        records.push(Record::new(id.as_str(), entry.encode()?));
+    }
+    Ok(records)
 }
 
 impl KafkaDecide {
@@ -170,7 +238,7 @@ impl KafkaDecide {
         }
         let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
-        let mut next: std::collections::BTreeMap<u32, u64> = Default::default();
+        let mut next: BTreeMap<u32, u64> = Default::default();
         let changed = {
             let mut engine = self
                 .state
@@ -198,32 +266,15 @@ impl KafkaDecide {
                     .into_iter()
                     .map(Output::untraced),
             );
-            let changed = engine.take_changed();
-            let dir = self
-                .state
-                .directory
-                .read()
-                .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-            let mut records = Vec::with_capacity(changed.len());
-            for id in changed {
-                let Some(account) = engine.store.get(&id) else {
-                    continue;
-                };
-                let entry = StateEntry {
-                    account: account.clone(),
-                    wake: engine.wake_of(&id),
-                    contacts: dir.get(id.as_str()).cloned().unwrap_or_default(),
-                };
-                records.push(Record::new(id.as_str(), entry.encode()?));
-            }
-            records
+            engine.take_changed()
         };
-        let (decisions, contacts) = output_records(&outputs)?;
+        // From here the step is kept until it is written: nothing it decided can be dropped.
         self.pending = Some(Pending {
-            decisions,
-            contacts,
+            outputs,
+            encoded: None,
             dead,
             changed,
+            landed: 0,
             next,
         });
         self.flush(consumer)?;
@@ -233,13 +284,10 @@ impl KafkaDecide {
     /// Appends a step's outputs, then declares its offsets done. Until this succeeds the
     /// instance polls nothing new (the step's state change is already in memory).
     fn flush(&mut self, consumer: &GroupConsumer) -> Result<(), DecideError> {
-        let Some(p) = self.pending.as_ref() else {
+        let Some(p) = self.pending.as_mut() else {
             return Ok(());
         };
-        self.log.append(events::DECISIONS.name(), &p.decisions)?;
-        self.log.append(events::CONTACTS.name(), &p.contacts)?;
-        self.log.append(events::DEAD_LETTERS.name(), &p.dead)?;
-        self.log.append(events::DECIDE_STATE.name(), &p.changed)?;
+        p.write(&*self.log, &self.state)?;
         for (part, n) in &p.next {
             consumer.done(*part, *n);
         }
@@ -284,8 +332,84 @@ impl KafkaDecide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Contacts;
-    use tacto_model::{IdentityAnswers, samples};
+    use tacto_log::embedded::EmbeddedLog;
+    use tacto_log::{Delivered, Position};
+    use tacto_model::{IdentityAnswers, samples, synthetic};
+
+    /// Every record of `topic`, in order.
+    fn all(log: &dyn EventLog, topic: &str) -> Vec<Record> {
+        (0..log.partitions(topic).expect("partitions"))
+            .flat_map(|p| log.read(topic, p, 0, 10_000).expect("read"))
+            .map(|d| d.record)
+            .collect()
+    }
+
+    #[test]
+    fn a_step_written_again_after_a_failed_append_lands_every_record_exactly_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("log.redb")).expect("log");
+        // No dead-letter topic yet: the third of the step's four appends fails.
+        for t in [events::DECISIONS, events::CONTACTS, events::DECIDE_STATE] {
+            log.create_topic(t.name(), 2).expect("topic");
+        }
+        let state = DecideState::default();
+        let policy = Policy::example();
+        let now = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
+        let mut outputs = Vec::new();
+        let mut dead = Vec::new();
+        let changed = {
+            let mut engine = state.engine.write().expect("lock");
+            engine.track_changes();
+            let mut batch: Vec<Record> = (0..4)
+                .map(|i| events::to_record(&synthetic::account(5, i, now)).expect("encode"))
+                .collect();
+            batch.push(Record::new("A-bad", b"not an event".to_vec()));
+            for (offset, record) in batch.into_iter().enumerate() {
+                let d = Delivered {
+                    position: Position {
+                        partition: 0,
+                        offset: offset as u64,
+                    },
+                    record,
+                };
+                apply_record(
+                    &state,
+                    &mut engine,
+                    &policy,
+                    &d,
+                    now,
+                    &mut outputs,
+                    &mut dead,
+                );
+            }
+            engine.take_changed()
+        };
+        let mut pending = Pending {
+            outputs,
+            encoded: None,
+            dead,
+            changed,
+            landed: 0,
+            next: BTreeMap::new(),
+        };
+        assert!(matches!(
+            pending.write(&log, &state),
+            Err(DecideError::Log(tacto_log::LogError::UnknownTopic(_)))
+        ));
+        assert_eq!(pending.landed, 2, "decisions and contacts landed");
+        log.create_topic(events::DEAD_LETTERS.name(), 2)
+            .expect("topic");
+        pending.write(&log, &state).expect("written again");
+        pending.write(&log, &state).expect("nothing left to write");
+
+        let (decisions, contacts) = pending.encoded.as_ref().expect("encoded");
+        let scheduled = contacts.len();
+        assert!(scheduled > 0, "jobs scheduled");
+        assert_eq!(all(&log, events::DECISIONS.name()).len(), decisions.len());
+        assert_eq!(all(&log, events::CONTACTS.name()).len(), scheduled);
+        assert_eq!(all(&log, events::DEAD_LETTERS.name()).len(), 1);
+        assert_eq!(all(&log, events::DECIDE_STATE.name()).len(), 4);
+    }
 
     #[test]
     fn changelog_entries_round_trip_and_other_layouts_are_refused_by_name() {

@@ -175,30 +175,39 @@ fn assert_all_committed(log: &dyn EventLog) {
     }
 }
 
+/// Steps `d` until it has nothing left to fold, returning how many steps failed.
+fn step_until_caught_up(d: &mut Decide) -> u32 {
+    let mut failures = 0;
+    loop {
+        match d.step(t0()) {
+            Ok(0) => return failures,
+            Ok(_) => {}
+            Err(_) => failures += 1,
+        }
+    }
+}
+
+/// How many accounts a decide restarted on `log` restores.
+fn restored_accounts(log: Arc<FlakyLog>) -> u64 {
+    let restored = Decide::restore(log, Arc::new(Policy::example()), config()).expect("restore");
+    let accounts = restored.state.engine.read().expect("lock").store.len();
+    accounts as u64
+}
+
 #[test]
 fn a_step_whose_write_failed_is_written_by_the_next_before_anything_new() {
     let expected = clean_decisions();
     let dir = tempfile::tempdir().expect("tempdir");
     let log = loaded(dir.path(), 2, 1);
     let mut d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
-    let mut failures = 0;
-    loop {
-        match d.step(t0()) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => failures += 1,
-        }
-    }
+    let failures = step_until_caught_up(&mut d);
     assert_eq!(failures, 3, "two step writes and one snapshot write failed");
     assert_eq!(all(&*log, events::DECISIONS.name()), expected);
     assert_all_committed(&*log);
 
     // The snapshot that failed was written again: a restart restores every account.
     d.snapshot().expect("snapshot");
-    let restored =
-        Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("restore");
-    let accounts = restored.state.engine.read().expect("lock").store.len();
-    assert_eq!(accounts as u64, ACCOUNTS);
+    assert_eq!(restored_accounts(log), ACCOUNTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,10 +238,7 @@ async fn the_writer_thread_makes_a_failed_write_again_before_the_ones_behind_it(
         "failures injected"
     );
     assert_all_committed(&*log);
-    let restored =
-        Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("restore");
-    let accounts = restored.state.engine.read().expect("lock").store.len();
-    assert_eq!(accounts as u64, ACCOUNTS);
+    assert_eq!(restored_accounts(log), ACCOUNTS);
 }
 
 #[test]
@@ -242,14 +248,7 @@ fn a_read_that_fails_midway_loses_nothing_the_partitions_before_it_folded() {
     let log = loaded(dir.path(), 0, 0);
     log.fail_reads.store(2, Ordering::SeqCst);
     let mut d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
-    let mut failures = 0;
-    loop {
-        match d.step(t0()) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => failures += 1,
-        }
-    }
+    let failures = step_until_caught_up(&mut d);
     assert_eq!(failures, 2, "two reads of partition 2 failed");
     assert_eq!(all(&*log, events::DECISIONS.name()), expected);
     assert_all_committed(&*log);
