@@ -7,9 +7,15 @@
 //! the store refuses every operation until reopened; this log reopens it on the next operation
 //! and writes again the deferred writes the failure lost, so service resumes by itself once
 //! space is back and no consumer's progress moves back under it.
+//!
+//! Records are stored in [`segment`]s: the records one transaction appends to a partition,
+//! together. Stores written before segments keep their records one per entry; both are read.
+
+mod segment;
 
 use crate::{Appended, Delivered, Durability, EventLog, LogError, Position, Record, partition_for};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -17,7 +23,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
+/// Records one per entry, as stores written before segments hold them (read, never written).
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("records");
+/// Segments by (topic, partition, offset of their first record).
+const SEGMENTS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("segments");
 const ENDS: TableDefinition<(&str, u32), u64> = TableDefinition::new("ends");
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("offsets");
 const UNIQUE: TableDefinition<(&str, &str), (u32, u64)> = TableDefinition::new("unique");
@@ -143,6 +152,7 @@ impl EmbeddedLog {
         {
             tx.open_table(TOPICS).map_err(storage)?;
             tx.open_table(RECORDS).map_err(storage)?;
+            tx.open_table(SEGMENTS).map_err(storage)?;
             tx.open_table(ENDS).map_err(storage)?;
             tx.open_table(OFFSETS).map_err(storage)?;
             tx.open_table(UNIQUE).map_err(storage)?;
@@ -311,12 +321,10 @@ impl EmbeddedLog {
         topic: &str,
         items: &[(String, Record)],
     ) -> Result<(Vec<Appended>, bool), LogError> {
-        let partitions = Self::topic_partitions(tx, topic)?;
+        let mut appends = Appends::new(tx, topic)?;
         let mut out = Vec::with_capacity(items.len());
         let mut wrote = false;
         let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
-        let mut ends = tx.open_table(ENDS).map_err(storage)?;
-        let mut table = tx.open_table(RECORDS).map_err(storage)?;
         for (unique, record) in items {
             let seen = unique_keys
                 .get((topic, unique.as_str()))
@@ -326,13 +334,14 @@ impl EmbeddedLog {
                 out.push(Appended::Duplicate(Position { partition, offset }));
                 continue;
             }
-            let pos = Self::append_in(&mut ends, &mut table, topic, partitions, record)?;
+            let pos = appends.push(record)?;
             unique_keys
                 .insert((topic, unique.as_str()), (pos.partition, pos.offset))
                 .map_err(storage)?;
             out.push(Appended::New(pos));
             wrote = true;
         }
+        appends.finish()?;
         Ok((out, wrote))
     }
 
@@ -346,60 +355,100 @@ impl EmbeddedLog {
         p.ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
     }
 
-    /// Appends `records` to `topic` inside `tx`, with the tables opened once.
+    /// Appends `records` to `topic` inside `tx`.
     fn append_all(
         tx: &redb::WriteTransaction,
         topic: &str,
         records: &[Record],
     ) -> Result<Vec<Position>, LogError> {
-        let partitions = Self::topic_partitions(tx, topic)?;
-        let mut ends = tx.open_table(ENDS).map_err(storage)?;
-        let mut table = tx.open_table(RECORDS).map_err(storage)?;
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
-            out.push(Self::append_in(
-                &mut ends, &mut table, topic, partitions, record,
-            )?);
-        }
+        let mut appends = Appends::new(tx, topic)?;
+        let out = records
+            .iter()
+            .map(|r| appends.push(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        appends.finish()?;
         Ok(out)
-    }
-
-    fn append_in(
-        ends: &mut redb::Table<(&str, u32), u64>,
-        table: &mut redb::Table<(&str, u32, u64), &[u8]>,
-        topic: &str,
-        partitions: u32,
-        record: &Record,
-    ) -> Result<Position, LogError> {
-        let partition = partition_for(&record.key, partitions);
-        let offset = ends
-            .get((topic, partition))
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        let bytes = stored_form(record)?;
-        table
-            .insert((topic, partition, offset), bytes.as_slice())
-            .map_err(storage)?;
-        ends.insert((topic, partition), offset + 1)
-            .map_err(storage)?;
-        Ok(Position { partition, offset })
     }
 }
 
-/// A record as the records table stores it (postcard), in a buffer sized once: growing it from
-/// empty copied every record several times.
-fn stored_form(record: &Record) -> Result<Vec<u8>, LogError> {
-    // Each length prefix is a varint of at most 10 bytes.
-    let size = 10 * (3 + 2 * record.headers.len())
-        + record.key.len()
-        + record.value.len()
-        + record
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    postcard::to_io(record, Vec::with_capacity(size)).map_err(storage)
+/// The records one transaction appends to a topic: each partition's go into segments, written
+/// when full and at [`Appends::finish`], which also moves the partitions' ends.
+struct Appends<'t> {
+    topic: &'t str,
+    partitions: u32,
+    ends: redb::Table<'t, (&'static str, u32), u64>,
+    segments: redb::Table<'t, (&'static str, u32, u64), &'static [u8]>,
+    /// By partition: the segment being filled.
+    open: HashMap<u32, Open>,
+}
+
+/// A partition's segment being filled.
+struct Open {
+    /// Offset of its first record.
+    first: u64,
+    /// Offset the next record gets.
+    next: u64,
+    bytes: Vec<u8>,
+}
+
+impl<'t> Appends<'t> {
+    fn new(tx: &'t redb::WriteTransaction, topic: &'t str) -> Result<Self, LogError> {
+        Ok(Self {
+            topic,
+            partitions: EmbeddedLog::topic_partitions(tx, topic)?,
+            ends: tx.open_table(ENDS).map_err(storage)?,
+            segments: tx.open_table(SEGMENTS).map_err(storage)?,
+            open: HashMap::new(),
+        })
+    }
+
+    /// Appends `record` to its key's partition; returns where it goes.
+    fn push(&mut self, record: &Record) -> Result<Position, LogError> {
+        let partition = partition_for(&record.key, self.partitions);
+        let open = match self.open.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let end = self
+                    .ends
+                    .get((self.topic, partition))
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value());
+                v.insert(Open {
+                    first: end,
+                    next: end,
+                    bytes: Vec::new(),
+                })
+            }
+        };
+        if !open.bytes.is_empty()
+            && open.bytes.len() + 4 + record.key.len() + record.value.len() > segment::SEGMENT_BYTES
+        {
+            self.segments
+                .insert((self.topic, partition, open.first), open.bytes.as_slice())
+                .map_err(storage)?;
+            open.bytes.clear();
+            open.first = open.next;
+        }
+        segment::push(&mut open.bytes, record)?;
+        let offset = open.next;
+        open.next += 1;
+        Ok(Position { partition, offset })
+    }
+
+    /// Writes the open segments and the partitions' new ends.
+    fn finish(mut self) -> Result<(), LogError> {
+        for (partition, open) in self.open.drain() {
+            if !open.bytes.is_empty() {
+                self.segments
+                    .insert((self.topic, partition, open.first), open.bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            self.ends
+                .insert((self.topic, partition), open.next)
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
 }
 
 impl EventLog for EmbeddedLog {
@@ -549,22 +598,50 @@ impl EventLog for EmbeddedLog {
                     partition,
                 });
             }
-            let t = tx.open_table(RECORDS).map_err(storage)?;
             let mut out = Vec::new();
-            for item in t
+            // Records from before segments (older stores only), then segments.
+            let old = tx.open_table(RECORDS).map_err(storage)?;
+            for item in old
                 .range((topic, partition, from)..=(topic, partition, u64::MAX))
                 .map_err(storage)?
                 .take(max)
             {
                 let (k, v) = item.map_err(storage)?;
-                let record: Record = postcard::from_bytes(v.value()).map_err(storage)?;
                 out.push(Delivered {
                     position: Position {
                         partition,
                         offset: k.value().2,
                     },
-                    record,
+                    record: segment::decode(v.value())?,
                 });
+            }
+            let from = out.last().map_or(from, |d| d.position.offset + 1);
+            let segments = tx.open_table(SEGMENTS).map_err(storage)?;
+            // The segment holding `from` starts at or before it.
+            let start = segments
+                .range((topic, partition, 0)..=(topic, partition, from))
+                .map_err(storage)?
+                .next_back()
+                .transpose()
+                .map_err(storage)?
+                .map_or(from, |(k, _)| k.value().2);
+            'segments: for item in segments
+                .range((topic, partition, start)..=(topic, partition, u64::MAX))
+                .map_err(storage)?
+            {
+                let (k, v) = item.map_err(storage)?;
+                for (offset, stored) in (k.value().2..).zip(segment::Records::of(v.value())) {
+                    if out.len() >= max {
+                        break 'segments;
+                    }
+                    let stored = stored?;
+                    if offset >= from {
+                        out.push(Delivered {
+                            position: Position { partition, offset },
+                            record: segment::decode(stored)?,
+                        });
+                    }
+                }
             }
             Ok(out)
         })
@@ -937,6 +1014,100 @@ mod tests {
                 ("p/2".to_owned(), b"two".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn reads_from_any_offset_see_exactly_the_records_appended_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("l")).expect("open");
+        log.create_topic("t", 1).expect("topic");
+        // Transactions of 1 to 60 records, some larger than a segment, so that reads start
+        // and stop inside segments, at their edges, and across transactions.
+        let mut all = Vec::new();
+        for (batch, n) in [1, 60, 7, 3, 45].into_iter().enumerate() {
+            let records: Vec<Record> = (0..n)
+                .map(|i| {
+                    let size = if i % 17 == 5 { 20_000 } else { 40 + 13 * i };
+                    Record::new("k", vec![(batch * 64 + i) as u8; size])
+                })
+                .collect();
+            let positions = if batch % 2 == 0 {
+                log.append("t", &records).expect("append")
+            } else {
+                let items: Vec<(String, Record)> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("{batch}-{i}"), r.clone()))
+                    .collect();
+                log.append_unique_many("t", &items)
+                    .expect("append")
+                    .into_iter()
+                    .map(|a| match a {
+                        Appended::New(p) => p,
+                        Appended::Duplicate(_) => panic!("no duplicates here"),
+                    })
+                    .collect()
+            };
+            for (p, r) in positions.iter().zip(records) {
+                assert_eq!(p.offset, all.len() as u64);
+                all.push(r);
+            }
+        }
+        assert_eq!(log.end_offset("t", 0).expect("end"), all.len() as u64);
+        for from in 0..=all.len() + 1 {
+            for max in [1, 2, 5, 40, 1_000] {
+                let got = log.read("t", 0, from as u64, max).expect("read");
+                let want: Vec<_> = all.iter().skip(from).take(max).collect();
+                assert_eq!(got.len(), want.len(), "from {from} max {max}");
+                for (i, (d, r)) in got.iter().zip(want).enumerate() {
+                    assert_eq!(d.position.offset, (from + i) as u64);
+                    assert_eq!(&d.record, r, "from {from} max {max}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_with_records_from_before_segments_reads_them_then_the_new_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l");
+        let old: Vec<Record> = (0..5).map(|i| rec("k", &format!("old {i}"))).collect();
+        {
+            // As the previous version wrote them: one entry per record.
+            let log = EmbeddedLog::open(&path).expect("open");
+            log.create_topic("t", 1).expect("topic");
+            let db = log.db.read().expect("lock");
+            let tx = db.as_ref().expect("open").begin_write().expect("tx");
+            {
+                let mut records = tx.open_table(RECORDS).expect("records");
+                for (i, r) in old.iter().enumerate() {
+                    let stored = postcard::to_allocvec(r).expect("encode");
+                    records
+                        .insert(("t", 0, i as u64), stored.as_slice())
+                        .expect("insert");
+                }
+                let mut ends = tx.open_table(ENDS).expect("ends");
+                ends.insert(("t", 0), old.len() as u64).expect("end");
+            }
+            tx.commit().expect("commit");
+        }
+        let log = EmbeddedLog::open(&path).expect("reopen");
+        let new: Vec<Record> = (0..4).map(|i| rec("k", &format!("new {i}"))).collect();
+        let positions = log.append("t", &new).expect("append");
+        assert_eq!(positions[0].offset, 5);
+        let every: Vec<Record> = old.into_iter().chain(new).collect();
+        for from in 0..every.len() {
+            for max in [1, 3, 100] {
+                let got: Vec<Record> = log
+                    .read("t", 0, from as u64, max)
+                    .expect("read")
+                    .into_iter()
+                    .map(|d| d.record)
+                    .collect();
+                let want: Vec<Record> = every.iter().skip(from).take(max).cloned().collect();
+                assert_eq!(got, want, "from {from} max {max}");
+            }
+        }
     }
 
     #[test]
