@@ -424,7 +424,10 @@ impl<'t> Appends<'t> {
             && open.bytes.len() + 4 + record.key.len() + record.value.len() > segment::SEGMENT_BYTES
         {
             self.segments
-                .insert((self.topic, partition, open.first), open.bytes.as_slice())
+                .insert(
+                    (self.topic, partition, open.first),
+                    segment::seal(&open.bytes)?.as_slice(),
+                )
                 .map_err(storage)?;
             open.bytes.clear();
             open.first = open.next;
@@ -440,7 +443,10 @@ impl<'t> Appends<'t> {
         for (partition, open) in self.open.drain() {
             if !open.bytes.is_empty() {
                 self.segments
-                    .insert((self.topic, partition, open.first), open.bytes.as_slice())
+                    .insert(
+                        (self.topic, partition, open.first),
+                        segment::seal(&open.bytes)?.as_slice(),
+                    )
                     .map_err(storage)?;
             }
             self.ends
@@ -630,7 +636,8 @@ impl EventLog for EmbeddedLog {
                 .map_err(storage)?
             {
                 let (k, v) = item.map_err(storage)?;
-                for (offset, stored) in (k.value().2..).zip(segment::Records::of(v.value())) {
+                let records = segment::unseal(v.value())?;
+                for (offset, stored) in (k.value().2..).zip(segment::Records::of(&records)) {
                     if out.len() >= max {
                         break 'segments;
                     }

@@ -46,6 +46,20 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Bytes the files directly in `dir` take on disk (allocated blocks: the store's file is sparse).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// `tacto run`, killed when dropped.
 struct Tacto {
     child: Child,
@@ -530,6 +544,14 @@ fn main() {
         accounts as f64 / folded.as_secs_f64(),
         system.rss()
     );
+    if !kafka {
+        let bytes = disk_bytes(&dir.path().join("data"));
+        println!(
+            "store on disk after the load: {:.0} MiB ({:.0} B/account)",
+            bytes as f64 / (1 << 20) as f64,
+            bytes as f64 / accounts as f64
+        );
+    }
     let base_counts = counters(&http, &metrics);
 
     // 2. Flood, with the probe.
