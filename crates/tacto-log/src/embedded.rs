@@ -423,12 +423,7 @@ impl<'t> Appends<'t> {
         if !open.bytes.is_empty()
             && open.bytes.len() + 4 + record.key.len() + record.value.len() > segment::SEGMENT_BYTES
         {
-            self.segments
-                .insert(
-                    (self.topic, partition, open.first),
-                    segment::seal(&open.bytes)?.as_slice(),
-                )
-                .map_err(storage)?;
+            write_segment(&mut self.segments, self.topic, partition, open)?;
             open.bytes.clear();
             open.first = open.next;
         }
@@ -442,12 +437,7 @@ impl<'t> Appends<'t> {
     fn finish(mut self) -> Result<(), LogError> {
         for (partition, open) in self.open.drain() {
             if !open.bytes.is_empty() {
-                self.segments
-                    .insert(
-                        (self.topic, partition, open.first),
-                        segment::seal(&open.bytes)?.as_slice(),
-                    )
-                    .map_err(storage)?;
+                write_segment(&mut self.segments, self.topic, partition, &open)?;
             }
             self.ends
                 .insert((self.topic, partition), open.next)
@@ -455,6 +445,22 @@ impl<'t> Appends<'t> {
         }
         Ok(())
     }
+}
+
+/// Seals `open`'s records and stores them under the offset of its first.
+fn write_segment(
+    segments: &mut redb::Table<'_, (&'static str, u32, u64), &'static [u8]>,
+    topic: &str,
+    partition: u32,
+    open: &Open,
+) -> Result<(), LogError> {
+    segments
+        .insert(
+            (topic, partition, open.first),
+            segment::seal(&open.bytes)?.as_slice(),
+        )
+        .map_err(storage)?;
+    Ok(())
 }
 
 impl EventLog for EmbeddedLog {
