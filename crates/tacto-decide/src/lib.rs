@@ -271,6 +271,10 @@ impl StateEntry {
     }
 }
 
+/// How often decide, with nothing to fold, tries again to hand writes to a writer whose queue
+/// was full.
+const HAND_OVER_POLL: Duration = Duration::from_millis(2);
+
 /// The decide service.
 pub struct Decide {
     log: Arc<dyn EventLog>,
@@ -605,16 +609,28 @@ impl Decide {
         }
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
         if !(outputs.is_empty() && dead.is_empty() && commits.is_empty()) {
-            self.unwritten.push_back(Write::Step(Folded {
+            let step = Folded {
                 outputs,
                 dead,
                 commits,
-            }));
+            };
+            // Steps the writer has not taken yet become one write.
+            match self.unwritten.back_mut() {
+                Some(Write::Step(unsent)) => unsent.absorb(step),
+                _ => self.unwritten.push_back(Write::Step(step)),
+            }
         }
         if let Some(e) = unread {
             return Err(e.into());
         }
+        // A snapshot still waiting for the writer covers the state up to its steps: the next
+        // one is encoded once it is handed over (this one then holds fewer accounts).
+        let snapshot_waiting = self
+            .unwritten
+            .iter()
+            .any(|w| matches!(w, Write::Snapshot(_)));
         if self.since_snapshot > 0
+            && !snapshot_waiting
             && (self.since_snapshot >= self.config.snapshot_every_events
                 || self.last_snapshot.elapsed() >= self.config.snapshot_interval)
         {
@@ -698,9 +714,33 @@ impl Decide {
         })
     }
 
+    /// Hands the unwritten writes to `writer`, in order. While its queue is full the rest stay
+    /// here (and the next folds' steps join them into one write), so folding goes on while a
+    /// long write (a snapshot's sync to disk) is made; it waits for the writer only when more than [`writer::MAX_UNSENT`] records are unsent.
+    fn hand_over(&mut self, writer: &Writer) -> Result<(), DecideError> {
+        let unsent: usize = self
+            .unwritten
+            .iter()
+            .map(|w| match w {
+                Write::Step(step) => step.records(),
+                Write::Snapshot(_) => 0,
+            })
+            .sum();
+        let wait = unsent > writer::MAX_UNSENT;
+        while let Some(w) = self.unwritten.pop_front() {
+            if wait {
+                writer.send(w)?;
+            } else if let Some(w) = writer.try_send(w)? {
+                self.unwritten.push_front(w);
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs until `shutdown` turns true, then writes a last snapshot. Folding and writing
     /// overlap: a writer thread appends each step's outputs (and the snapshots) in order while
-    /// the next step folds, at most [`writer::QUEUE`] writes behind.
+    /// the next steps fold (see [`Decide::hand_over`]).
     pub async fn run(
         mut self,
         clock: fn() -> Timestamp,
@@ -715,9 +755,7 @@ impl Decide {
             }
             let folded = tokio::task::block_in_place(|| {
                 let consumed = self.fold(clock())?;
-                while let Some(w) = self.unwritten.pop_front() {
-                    writer.send(w)?;
-                }
+                self.hand_over(&writer)?;
                 Ok::<_, DecideError>(consumed)
             });
             let consumed = match folded {
@@ -732,7 +770,11 @@ impl Decide {
             if consumed > 0 {
                 continue;
             }
-            let next = self.state.until_next_timer(clock(), Duration::from_secs(1));
+            let mut next = self.state.until_next_timer(clock(), Duration::from_secs(1));
+            if !self.unwritten.is_empty() {
+                // The writer's queue is full: hand the rest over once it has taken a write.
+                next = next.min(HAND_OVER_POLL);
+            }
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(next) => {}

@@ -8,13 +8,17 @@
 use crate::{DecideError, Output, SNAPSHOT, output_records};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tacto_log::{Durability, EventLog, Record, events};
 
 /// How many writes the writer may be behind the folds before a fold waits for it.
 pub const QUEUE: usize = 4;
+
+/// How many records (decisions, contacts and dead letters) the folds may hold unsent while
+/// the writer's queue is full, before a fold waits for it: a bound on the memory they take.
+pub const MAX_UNSENT: usize = 65_536;
 
 /// The pause before a failed write is made again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -30,6 +34,26 @@ pub struct Folded {
     pub(crate) dead: Vec<Record>,
     /// (partition of the events topic, next offset to read).
     pub(crate) commits: Vec<(u32, u64)>,
+}
+
+impl Folded {
+    /// How many records this step writes.
+    pub(crate) fn records(&self) -> usize {
+        self.outputs.len() + self.dead.len()
+    }
+
+    /// Takes in the step folded after this one: one write then makes both (their outputs in
+    /// order, and each partition's offset as far as the later step read).
+    pub(crate) fn absorb(&mut self, next: Folded) {
+        self.outputs.extend(next.outputs);
+        self.dead.extend(next.dead);
+        for (partition, offset) in next.commits {
+            match self.commits.iter_mut().find(|(p, _)| *p == partition) {
+                Some(commit) => commit.1 = commit.1.max(offset),
+                None => self.commits.push((partition, offset)),
+            }
+        }
+    }
 }
 
 /// A snapshot encoded under the state's lock, to be written.
@@ -127,6 +151,16 @@ impl Writer {
             .ok_or_else(stopped)?
             .send(write)
             .map_err(|_| stopped())
+    }
+
+    /// Queues a write unless [`QUEUE`] writes are already waiting; then hands it back.
+    pub fn try_send(&self, write: Write) -> Result<Option<Write>, DecideError> {
+        let stopped = || DecideError::WriterStopped("it gave up on a write".into());
+        match self.queue.as_ref().ok_or_else(stopped)?.try_send(write) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(write)) => Ok(Some(write)),
+            Err(TrySendError::Disconnected(_)) => Err(stopped()),
+        }
     }
 
     /// Makes every queued write and stops. A write that keeps failing is given up after a few

@@ -1,10 +1,11 @@
 //! A write of decide's that fails is made again before anything after it: no decision is
 //! skipped, and no offset or snapshot lands ahead of the outputs it covers. Both when decide
-//! writes inline (`step`) and when its writer thread writes behind the folds (`run`).
+//! writes inline (`step`) and when its writer thread writes behind the folds (`run`). A write
+//! that takes long does not hold the folds back.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 use tacto_decide::{Decide, DecideConfig};
 use tacto_log::embedded::EmbeddedLog;
@@ -22,6 +23,10 @@ struct FlakyLog {
     fail_snapshots: AtomicU32,
     /// Reads of the events topic's last partition that fail.
     fail_reads: AtomicU32,
+    /// While true, a snapshot write waits (a slow sync to disk).
+    hold_snapshots: AtomicBool,
+    /// Snapshot writes that have waited.
+    held: AtomicU32,
 }
 
 fn take_one(n: &AtomicU32) -> bool {
@@ -97,6 +102,12 @@ impl EventLog for FlakyLog {
         if take_one(&self.fail_snapshots) {
             return Err(injected());
         }
+        if self.hold_snapshots.load(Ordering::SeqCst) {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            while self.hold_snapshots.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         self.inner.put_blobs(items)
     }
     fn scan_blobs(&self, prefix: &str, visit: &mut BlobVisitor<'_>) -> Result<u64, LogError> {
@@ -125,6 +136,8 @@ fn loaded(dir: &std::path::Path, fail_steps: u32, fail_snapshots: u32) -> Arc<Fl
         fail_steps: AtomicU32::new(fail_steps),
         fail_snapshots: AtomicU32::new(fail_snapshots),
         fail_reads: AtomicU32::new(0),
+        hold_snapshots: AtomicBool::new(false),
+        held: AtomicU32::new(0),
     })
 }
 
@@ -252,4 +265,68 @@ fn a_read_that_fails_midway_loses_nothing_the_partitions_before_it_folded() {
     assert_eq!(failures, 2, "two reads of partition 2 failed");
     assert_eq!(all(&*log, events::DECISIONS.name()), expected);
     assert_all_committed(&*log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folding_goes_on_while_a_snapshot_write_takes_long() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = loaded(dir.path(), 0, 0);
+    log.hold_snapshots.store(true, Ordering::SeqCst);
+    // A failed assertion releases the held write, so that the runtime can stop.
+    struct Release(Arc<FlakyLog>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.hold_snapshots.store(false, Ordering::SeqCst);
+        }
+    }
+    let _release = Release(log.clone());
+    let d = Decide::restore(log.clone(), Arc::new(Policy::example()), config()).expect("start");
+    let state = d.state.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(d.run(t0, stopped));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while log.held.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Many more steps than the writer's queue holds arrive while the snapshot is held.
+    const MORE: u64 = 1_200;
+    let records: Vec<Record> = (ACCOUNTS..ACCOUNTS + MORE)
+        .map(|i| events::to_record(&synthetic::account(5, i, t0())).expect("encode"))
+        .collect();
+    log.inner
+        .append(events::EVENTS.name(), &records)
+        .expect("append");
+    let folded = || state.engine.read().expect("lock").store.len() as u64;
+    while folded() < ACCOUNTS + MORE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "folding stopped behind the held write at {} accounts",
+            folded()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        log.held.load(Ordering::SeqCst),
+        1,
+        "still the first snapshot"
+    );
+    assert!(
+        all(&*log, events::DECISIONS.name()).len() < (ACCOUNTS + MORE) as usize,
+        "the held write keeps the later steps out of the log"
+    );
+
+    // Released, every write lands in order.
+    log.hold_snapshots.store(false, Ordering::SeqCst);
+    while all(&*log, events::DECISIONS.name()).len() < (ACCOUNTS + MORE) as usize {
+        assert!(tokio::time::Instant::now() < deadline, "decisions missing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).expect("stop");
+    running.await.expect("join").expect("run");
+    assert_all_committed(&*log);
+    assert_eq!(restored_accounts(log), ACCOUNTS + MORE);
 }
