@@ -716,7 +716,8 @@ impl Decide {
 
     /// Hands the unwritten writes to `writer`, in order. While its queue is full the rest stay
     /// here (and the next folds' steps join them into one write), so folding goes on while a
-    /// long write (a snapshot's sync to disk) is made; it waits for the writer only when more than [`writer::MAX_UNSENT`] records are unsent.
+    /// long write (a snapshot's sync to disk) is made; it waits for the writer only when more
+    /// than [`writer::MAX_UNSENT`] records are unsent.
     fn hand_over(&mut self, writer: &Writer) -> Result<(), DecideError> {
         let unsent: usize = self
             .unwritten

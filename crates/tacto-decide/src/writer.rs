@@ -119,6 +119,11 @@ impl Write {
     }
 }
 
+/// The error of a send to a writer that has stopped.
+fn stopped() -> DecideError {
+    DecideError::WriterStopped("it gave up on a write".into())
+}
+
 /// A thread that makes decide's writes in order while decide folds the next steps.
 pub struct Writer {
     queue: Option<SyncSender<Write>>,
@@ -145,7 +150,6 @@ impl Writer {
 
     /// Queues a write; waits while [`QUEUE`] writes are already waiting.
     pub fn send(&self, write: Write) -> Result<(), DecideError> {
-        let stopped = || DecideError::WriterStopped("it gave up on a write".into());
         self.queue
             .as_ref()
             .ok_or_else(stopped)?
@@ -155,7 +159,6 @@ impl Writer {
 
     /// Queues a write unless [`QUEUE`] writes are already waiting; then hands it back.
     pub fn try_send(&self, write: Write) -> Result<Option<Write>, DecideError> {
-        let stopped = || DecideError::WriterStopped("it gave up on a write".into());
         match self.queue.as_ref().ok_or_else(stopped)?.try_send(write) {
             Ok(()) => Ok(None),
             Err(TrySendError::Full(write)) => Ok(Some(write)),
