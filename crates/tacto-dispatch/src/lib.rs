@@ -272,9 +272,11 @@ impl Drop for InFlight<'_> {
 /// per channel takes the head, waits for a token (or gives the turn up when the job is no
 /// longer wanted), and only then starts the job's task: with a million jobs queued behind a
 /// provider's rate, one timer ticks and a million small entries wait, not a million tasks.
+/// Each entry is boxed: the queue grows by copying pointers, not the entries (a million
+/// unboxed entries would be copied, into freshly faulted memory, at every doubling).
 struct Gate {
     limiter: DefaultDirectRateLimiter,
-    waiting: std::sync::Mutex<std::collections::VecDeque<Waiting>>,
+    waiting: std::sync::Mutex<std::collections::VecDeque<Box<Waiting>>>,
     ready: tokio::sync::Notify,
     pumping: std::sync::atomic::AtomicBool,
 }
@@ -430,9 +432,9 @@ impl Inner {
     /// their new owner handles them) and releases their offsets.
     pub(crate) fn drop_waiting(&self, partitions: &[u32]) {
         for gate in self.limiters.values() {
-            let dropped: Vec<Waiting> = match gate.waiting.lock() {
+            let dropped: Vec<Box<Waiting>> = match gate.waiting.lock() {
                 Ok(mut q) => {
-                    let (gone, kept): (Vec<Waiting>, Vec<Waiting>) =
+                    let (gone, kept): (Vec<_>, Vec<_>) =
                         q.drain(..).partition(|w| partitions.contains(&w.partition));
                     q.extend(kept);
                     gone
@@ -907,7 +909,7 @@ impl Dispatch {
                         Some(gate) => {
                             let channel = w.job.channel;
                             if let Ok(mut q) = gate.waiting.lock() {
-                                q.push_back(w);
+                                q.push_back(Box::new(w));
                             }
                             gate.ready.notify_one();
                             if !gate.pumping.swap(true, std::sync::atomic::Ordering::AcqRel) {
@@ -1065,7 +1067,7 @@ async fn pump(inner: Arc<Inner>, channel: Channel) {
         }
         let now = (w.clock)();
         if !inner.still_wanted(&w.account, &w.job, now) {
-            start_job(inner.clone(), w, Passage::GaveUp);
+            start_job(inner.clone(), *w, Passage::GaveUp);
             continue;
         }
         let left = w
@@ -1089,7 +1091,7 @@ async fn pump(inner: Arc<Inner>, channel: Channel) {
             .rate_limit_wait
             .get_or_create(&labels([("channel", channel.as_str())]))
             .observe(waiting.elapsed().as_secs_f64());
-        start_job(inner.clone(), w, passage);
+        start_job(inner.clone(), *w, passage);
     }
 }
 
