@@ -176,8 +176,9 @@ fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
         identity: identity(r.birth_date, non_empty(r.document_last_digits)),
     };
     let body = EventBody::AccountUpserted(data);
-    // The same row imported twice is the same fact.
-    let digest = serde_json::to_vec(&body)
+    // The same row imported twice is the same fact. Hashed in postcard's compact encoding: a
+    // digest of the JSON cost 4% of the pipeline's CPU during a load (BENCHMARKS.md).
+    let digest = postcard::to_allocvec(&body)
         .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
         .unwrap_or(0);
     Ok(Event {
