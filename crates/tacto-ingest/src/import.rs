@@ -213,4 +213,29 @@ mod tests {
         let (again, _) = parse_csv(csv.as_bytes(), now);
         assert_eq!(again[0].1.id, ok[0].1.id);
     }
+
+    #[test]
+    fn a_row_that_changed_is_a_new_fact() {
+        let header = "account_id,person_id,currency,debt_id,balance_minor,due_date,country,phone,phone_consent,birth_date\n";
+        let now = Timestamp::from_micros(0);
+        let id = |row: &str| {
+            let (ok, errors) = parse_csv(format!("{header}{row}\n").as_bytes(), now);
+            assert!(errors.is_empty(), "{errors:?}");
+            ok[0].1.id.0.clone()
+        };
+        let first = id("A1,P1,USD,D1,5000,2026-10-01,US,+12125550100,yes,1980-02-03");
+        assert_eq!(
+            first,
+            id("A1,P1,USD,D1,5000,2026-10-01,US,+12125550100,yes,1980-02-03")
+        );
+        for changed in [
+            "A1,P1,USD,D1,4000,2026-10-01,US,+12125550100,yes,1980-02-03",
+            "A1,P1,USD,D1,5000,2026-11-01,US,+12125550100,yes,1980-02-03",
+            "A1,P1,USD,D1,5000,2026-10-01,US,+12125550199,yes,1980-02-03",
+            "A1,P1,USD,D1,5000,2026-10-01,US,+12125550100,no,1980-02-03",
+            "A1,P1,USD,D1,5000,2026-10-01,US,+12125550100,yes,1980-02-04",
+        ] {
+            assert_ne!(first, id(changed), "{changed}");
+        }
+    }
 }
