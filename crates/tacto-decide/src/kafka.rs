@@ -113,7 +113,7 @@ impl Pending {
     /// Appends what has not landed yet, in order. A failure leaves the rest for the next call.
     fn write(&mut self, log: &dyn EventLog, state: &DecideState) -> Result<(), DecideError> {
         if self.encoded.is_none() {
-            self.encoded = Some(output_records(&self.outputs)?);
+            self.encoded = Some(output_records(std::slice::from_ref(&self.outputs))?);
         }
         let (decisions, contacts) = self
             .encoded

@@ -243,7 +243,11 @@ struct StateEntryRef<'a> {
 
 impl StateEntryRef<'_> {
     fn encode(&self) -> Result<Vec<u8>, DecideError> {
-        postcard::to_extend(self, ENTRY_MAGIC.to_vec())
+        // Sized for a usual entry (about 250 bytes): grown from the two magic bytes, it was
+        // reallocated five times per account.
+        let mut out = Vec::with_capacity(384);
+        out.extend_from_slice(&ENTRY_MAGIC);
+        postcard::to_extend(self, out)
             .map_err(|e| DecideError::Snapshot(format!("state entry: {e}")))
     }
 }
@@ -394,18 +398,18 @@ fn apply_record(
 
 /// The records of a step's decisions: every one for the decisions topic, jobs and recalls also
 /// for the contacts topic.
-fn output_records(outputs: &[Output]) -> Result<(Vec<Record>, Vec<Record>), DecideError> {
-    let mut decisions = Vec::with_capacity(outputs.len());
+fn output_records(outputs: &[Vec<Output>]) -> Result<(Vec<Record>, Vec<Record>), DecideError> {
+    let mut decisions = Vec::with_capacity(outputs.iter().map(Vec::len).sum());
     let mut contacts = Vec::new();
     let m = metrics::metrics();
     for Output {
         event: e,
         traceparent,
-    } in outputs
+    } in outputs.iter().flatten()
     {
         let mut r = events::to_record(e).map_err(|err| DecideError::Snapshot(err.to_string()))?;
         if let Some(tp) = traceparent {
-            r.headers.push((TRACEPARENT.to_owned(), tp.clone()));
+            r.headers.push((TRACEPARENT.into(), tp.clone().into()));
         }
         let reason = e
             .body
@@ -610,7 +614,7 @@ impl Decide {
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
         if !(outputs.is_empty() && dead.is_empty() && commits.is_empty()) {
             let step = Folded {
-                outputs,
+                outputs: vec![outputs],
                 dead,
                 commits,
             };

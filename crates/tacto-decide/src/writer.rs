@@ -30,7 +30,10 @@ const TRIES_WHEN_STOPPING: u32 = 5;
 
 /// A step's outputs, dead letters and the offsets it consumed to.
 pub struct Folded {
-    pub(crate) outputs: Vec<Output>,
+    /// The decisions, one vector per fold: steps the writer has not taken yet are joined by
+    /// moving their vectors, not their outputs (concatenating them grew one vector of up to
+    /// tens of megabytes, copied into fresh pages at every doubling).
+    pub(crate) outputs: Vec<Vec<Output>>,
     pub(crate) dead: Vec<Record>,
     /// (partition of the events topic, next offset to read).
     pub(crate) commits: Vec<(u32, u64)>,
@@ -39,7 +42,7 @@ pub struct Folded {
 impl Folded {
     /// How many records this step writes.
     pub(crate) fn records(&self) -> usize {
-        self.outputs.len() + self.dead.len()
+        self.outputs.iter().map(Vec::len).sum::<usize>() + self.dead.len()
     }
 
     /// Takes in the step folded after this one: one write then makes both (their outputs in

@@ -111,11 +111,13 @@ impl DialerFeed {
             headers: vec![
                 (
                     "ce_type".into(),
-                    format!("dev.tacto.dialer.{:?}", m.action).to_lowercase(),
+                    format!("dev.tacto.dialer.{:?}", m.action)
+                        .to_lowercase()
+                        .into(),
                 ),
                 (
                     "ce_id".into(),
-                    format!("{}:{:?}", m.job_id, m.action).to_lowercase(),
+                    format!("{}:{:?}", m.job_id, m.action).to_lowercase().into(),
                 ),
                 ("content-type".into(), "application/avro".into()),
             ],

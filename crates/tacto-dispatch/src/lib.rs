@@ -23,7 +23,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tacto_decide::DecideState;
-use tacto_log::{Delivered, Durability, EventLog, LogError, events};
+use tacto_log::{Delivered, Durability, EventLog, HeaderText, LogError, events};
 use tacto_model::{
     AccountId, Channel, ContactJob, Event, EventBody, EventId, JobId, OutcomeStatus, Timestamp,
 };
@@ -288,7 +288,7 @@ struct Waiting {
     account: AccountId,
     job: ContactJob,
     /// The record's trace context headers (`traceparent`, `tracestate`).
-    headers: Vec<(String, String)>,
+    headers: Vec<(HeaderText, HeaderText)>,
     clock: fn() -> Timestamp,
     /// The dispatcher's offsets in flight, to release this one when the job is done.
     offsets: OffsetsInFlight,
@@ -333,7 +333,7 @@ fn outcome_record(
     };
     let mut record = events::to_record(&e).map_err(|err| LogError::Storage(err.to_string()))?;
     if let Some(tp) = trace {
-        record.headers.push((TRACEPARENT.to_owned(), tp));
+        record.headers.push((TRACEPARENT.into(), tp.into()));
     }
     Ok((format!("event:{}", e.id), record))
 }
@@ -1027,7 +1027,7 @@ fn start_job(inner: Arc<Inner>, w: Waiting, passage: Passage) {
         .headers
         .iter()
         .find(|(k, _)| k == TRACEPARENT)
-        .map(|(_, v)| v.clone());
+        .map(|(_, v)| v.clone().into_owned());
     let task = async move {
         if let Err(err) = inner
             .handle_job(w.partition, &w.account, &w.job, w.clock, passage)

@@ -342,7 +342,7 @@ pub(crate) async fn record(
     let mut record = events::to_record(&e).map_err(|err| Problem::malformed(err.to_string()))?;
     let incoming = INCOMING_TRACE.try_with(|t| t.clone()).ok().flatten();
     if let Some(tp) = traceparent(&tracing::Span::current(), incoming.as_deref()) {
-        record.headers.push((TRACEPARENT.to_owned(), tp));
+        record.headers.push((TRACEPARENT.into(), tp.into()));
     }
     let appended = s.committer.append(unique, record).await.map_err(|err| {
         tracing::error!(error = %err, "append failed");

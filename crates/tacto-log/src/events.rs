@@ -79,13 +79,13 @@ pub fn to_record(e: &Event) -> Result<Record, avro::AvroError> {
         value: framing::encode(e)?,
         headers: vec![
             ("ce_specversion".into(), "1.0".into()),
-            ("ce_id".into(), e.id.0.clone()),
+            ("ce_id".into(), e.id.0.clone().into()),
             (
                 "ce_type".into(),
-                format!("dev.tacto.{}", e.body.type_name()),
+                format!("dev.tacto.{}", e.body.type_name()).into(),
             ),
-            ("ce_source".into(), e.source.clone()),
-            ("ce_time".into(), e.occurred_at.to_string()),
+            ("ce_source".into(), e.source.clone().into()),
+            ("ce_time".into(), e.occurred_at.to_string().into()),
             ("content-type".into(), "application/avro".into()),
         ],
     })
@@ -99,6 +99,7 @@ pub fn from_record(r: &Record) -> Result<Event, FrameError> {
 /// A dead letter: the original record with the error in a header.
 pub fn dead_letter(r: &Record, error: &str) -> Record {
     let mut d = r.clone();
-    d.headers.push(("tacto_error".into(), error.to_owned()));
+    d.headers
+        .push(("tacto_error".into(), error.to_owned().into()));
     d
 }

@@ -283,8 +283,8 @@ fn delivered(m: &BorrowedMessage<'_>) -> Delivered {
             h.iter()
                 .map(|h| {
                     (
-                        h.key.to_owned(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        crate::header_text(h.key),
+                        crate::header_text(&String::from_utf8_lossy(h.value.unwrap_or_default())),
                     )
                 })
                 .collect()

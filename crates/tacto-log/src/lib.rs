@@ -21,8 +21,75 @@ pub struct Record {
     /// bytes: the same postcard encoding, copied in one piece instead of byte by byte.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
-    /// Headers (event id, type, source, time, `traceparent`).
-    pub headers: Vec<(String, String)>,
+    /// Headers (event id, type, source, time, `traceparent`). Stored as strings; the usual
+    /// names and constant values are static text, read back as such (see [`HeaderText`]).
+    #[serde(deserialize_with = "header_text::deserialize")]
+    pub headers: Vec<(HeaderText, HeaderText)>,
+}
+
+/// A header's name or value. The CloudEvents names and constant values are static text: a
+/// record costs no allocation for them, written or read (every record carries six headers;
+/// allocating each name took a share of a load's CPU: BENCHMARKS.md).
+pub type HeaderText = std::borrow::Cow<'static, str>;
+
+/// `s` as header text: static for the known names and constant values, else a copy.
+pub fn header_text(s: &str) -> HeaderText {
+    header_text::known(s).map_or_else(|| HeaderText::Owned(s.to_owned()), HeaderText::Borrowed)
+}
+
+/// Header text read back: the known names and constant values as static text.
+mod header_text {
+    use super::HeaderText;
+    use serde::{Deserialize, Deserializer, de};
+    use std::borrow::Cow;
+
+    /// The texts read back without an allocation.
+    const KNOWN: [&str; 11] = [
+        "ce_specversion",
+        "ce_id",
+        "ce_type",
+        "ce_source",
+        "ce_time",
+        "content-type",
+        "traceparent",
+        "tracestate",
+        "tacto_error",
+        "1.0",
+        "application/avro",
+    ];
+
+    pub(super) fn known(s: &str) -> Option<&'static str> {
+        KNOWN.iter().copied().find(|k| *k == s)
+    }
+
+    /// One header text.
+    struct Text(HeaderText);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl de::Visitor<'_> for Visitor {
+                type Value = Text;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a header name or value")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                    Ok(Text(super::header_text(v)))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                    Ok(Text(known(&v).map_or(Cow::Owned(v), Cow::Borrowed)))
+                }
+            }
+            d.deserialize_str(Visitor)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(HeaderText, HeaderText)>, D::Error> {
+        let texts = Vec::<(Text, Text)>::deserialize(d)?;
+        Ok(texts.into_iter().map(|(k, v)| (k.0, v.0)).collect())
+    }
 }
 
 impl Record {
@@ -40,7 +107,7 @@ impl Record {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -247,11 +314,18 @@ mod tests {
     #[test]
     fn a_record_is_stored_exactly_as_before_its_value_became_a_byte_string() {
         let value: Vec<u8> = (0..=255).chain(0..40).collect();
-        let headers = vec![("traceparent".to_owned(), "00-ab-cd-01".to_owned())];
+        let headers = vec![
+            ("traceparent".to_owned(), "00-ab-cd-01".to_owned()),
+            ("content-type".to_owned(), "application/avro".to_owned()),
+            ("x-custom".to_owned(), "1.0".to_owned()),
+        ];
         let record = Record {
             key: "acct-1".into(),
             value: value.clone(),
-            headers: headers.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into()))
+                .collect(),
         };
         let before = RecordAsSequence {
             key: "acct-1".into(),
@@ -265,5 +339,27 @@ mod tests {
             postcard::from_bytes::<Record>(&old_bytes).expect("decode"),
             record
         );
+    }
+
+    #[test]
+    fn known_header_texts_are_read_back_without_a_copy() {
+        let mut record =
+            crate::events::to_record(&tacto_model::samples::sample_events()[0]).expect("a record");
+        record
+            .headers
+            .push(("x-custom".into(), "x".to_owned().into()));
+        let back: Record =
+            postcard::from_bytes(&postcard::to_allocvec(&record).expect("encode")).expect("decode");
+        assert_eq!(back, record);
+        let static_text = |t: &super::HeaderText| matches!(t, std::borrow::Cow::Borrowed(_));
+        let names: Vec<bool> = back.headers.iter().map(|(k, _)| static_text(k)).collect();
+        assert_eq!(names, [true, true, true, true, true, true, false]);
+        assert_eq!(back.header("ce_specversion"), Some("1.0"));
+        assert!(static_text(&back.headers[0].1), "1.0 is static text");
+        assert!(
+            static_text(&back.headers[5].1),
+            "application/avro is static text"
+        );
+        assert!(!static_text(&back.headers[1].1), "an event id is not");
     }
 }

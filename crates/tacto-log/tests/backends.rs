@@ -13,7 +13,7 @@ fn rec(key: &str, v: &str) -> Record {
     Record {
         key: key.into(),
         value: v.as_bytes().to_vec(),
-        headers: vec![("ce_id".into(), format!("id-{v}"))],
+        headers: vec![("ce_id".into(), format!("id-{v}").into())],
     }
 }
 

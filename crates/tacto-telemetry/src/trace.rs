@@ -83,18 +83,18 @@ pub fn init(service: &'static str) -> Telemetry {
     Telemetry { provider }
 }
 
-struct HeaderExtractor<'a>(&'a [(String, String)]);
+struct HeaderExtractor<'a, K, V>(&'a [(K, V)]);
 
-impl Extractor for HeaderExtractor<'_> {
+impl<K: AsRef<str>, V: AsRef<str>> Extractor for HeaderExtractor<'_, K, V> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_ref())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_str()).collect()
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
     }
 }
 
@@ -108,7 +108,7 @@ impl Injector for MapInjector {
 
 /// Makes `span` a child of the trace in `headers` (nothing happens without a valid
 /// `traceparent`, or when spans are not exported).
-pub fn continue_trace(span: &tracing::Span, headers: &[(String, String)]) {
+pub fn continue_trace<K: AsRef<str>, V: AsRef<str>>(span: &tracing::Span, headers: &[(K, V)]) {
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn without_export_the_incoming_traceparent_is_passed_on() {
         let span = tracing::info_span!("test");
-        continue_trace(&span, &[(TRACEPARENT.into(), TP.into())]);
+        continue_trace(&span, &[(TRACEPARENT, TP)]);
         assert_eq!(traceparent(&span, Some(TP)).as_deref(), Some(TP));
         assert_eq!(traceparent(&span, Some("garbage")), None);
         assert_eq!(traceparent(&span, None), None);

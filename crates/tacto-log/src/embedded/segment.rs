@@ -131,7 +131,7 @@ mod tests {
         let records: Vec<Record> = (0..5)
             .map(|i| {
                 let mut r = Record::new(format!("k{i}"), vec![i as u8; 300 * i]);
-                r.headers.push(("h".into(), format!("{i}")));
+                r.headers.push(("h".into(), format!("{i}").into()));
                 r
             })
             .collect();
