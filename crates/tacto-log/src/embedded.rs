@@ -265,11 +265,14 @@ impl EmbeddedLog {
         if defer {
             redo.push(deferred());
         } else {
-            // Durable, and with it every deferred commit before it.
-            redo.clear();
+            // Durable, and with it every deferred commit before it. Their records are freed
+            // once the lock is released (thousands of records: the other writers need not wait).
+            let durable = std::mem::take(&mut *redo);
             if let Ok(mut at) = self.last_durable.lock() {
                 *at = Instant::now();
             }
+            drop(redo);
+            drop(durable);
         }
         Ok(())
     }
@@ -326,18 +329,23 @@ impl EmbeddedLog {
         let mut wrote = false;
         let mut unique_keys = tx.open_table(UNIQUE).map_err(storage)?;
         for (unique, record) in items {
+            // One walk down the unique keys' B-tree for a new key (the usual case), not a look-up
+            // then an insert: the key goes in with the position the record will take, and a
+            // duplicate (the key was there) gets its first position back.
+            let pos = appends.next_position(&record.key)?;
             let seen = unique_keys
-                .get((topic, unique.as_str()))
+                .insert((topic, unique.as_str()), (pos.partition, pos.offset))
                 .map_err(storage)?
                 .map(|v| v.value());
-            if let Some((partition, offset)) = seen {
+            if let Some(first) = seen {
+                unique_keys
+                    .insert((topic, unique.as_str()), first)
+                    .map_err(storage)?;
+                let (partition, offset) = first;
                 out.push(Appended::Duplicate(Position { partition, offset }));
                 continue;
             }
-            let pos = appends.push(record)?;
-            unique_keys
-                .insert((topic, unique.as_str()), (pos.partition, pos.offset))
-                .map_err(storage)?;
+            appends.push(record)?;
             out.push(Appended::New(pos));
             wrote = true;
         }
@@ -402,15 +410,25 @@ impl<'t> Appends<'t> {
         })
     }
 
-    /// Appends `record` to its key's partition; returns where it goes.
-    fn push(&mut self, record: &Record) -> Result<Position, LogError> {
-        let partition = partition_for(&record.key, self.partitions);
-        let open = match self.open.entry(partition) {
+    /// Where the next record with `key` goes (what [`Appends::push`] of it returns).
+    fn next_position(&mut self, key: &str) -> Result<Position, LogError> {
+        let partition = partition_for(key, self.partitions);
+        let offset = Self::open(&mut self.open, &self.ends, self.topic, partition)?.next;
+        Ok(Position { partition, offset })
+    }
+
+    /// The segment being filled of `partition`, opened at its end.
+    fn open<'o>(
+        open: &'o mut HashMap<u32, Open>,
+        ends: &redb::Table<'t, (&'static str, u32), u64>,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&'o mut Open, LogError> {
+        Ok(match open.entry(partition) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let end = self
-                    .ends
-                    .get((self.topic, partition))
+                let end = ends
+                    .get((topic, partition))
                     .map_err(storage)?
                     .map_or(0, |v| v.value());
                 v.insert(Open {
@@ -419,7 +437,13 @@ impl<'t> Appends<'t> {
                     bytes: Vec::new(),
                 })
             }
-        };
+        })
+    }
+
+    /// Appends `record` to its key's partition; returns where it goes.
+    fn push(&mut self, record: &Record) -> Result<Position, LogError> {
+        let partition = partition_for(&record.key, self.partitions);
+        let open = Self::open(&mut self.open, &self.ends, self.topic, partition)?;
         if !open.bytes.is_empty()
             && open.bytes.len() + 4 + record.key.len() + record.value.len() > segment::SEGMENT_BYTES
         {
@@ -991,6 +1015,32 @@ mod tests {
         };
         assert_eq!(again, Appended::Duplicate(pos));
         assert_eq!(log.end_offset("t", pos.partition).expect("end"), 1);
+        // In one batch: a key seen before, a key twice, a new key. A duplicate keeps pointing
+        // at the first record with its key, whichever batch it came in.
+        let items: Vec<(String, Record)> = [("evt-1", "z"), ("evt-2", "b"), ("evt-2", "c")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), rec("a", v)))
+            .collect();
+        let out = log.append_unique_many("t", &items).expect("many");
+        let Appended::New(second) = out[1] else {
+            panic!("evt-2 is new: {out:?}")
+        };
+        assert_eq!(
+            out,
+            [
+                Appended::Duplicate(pos),
+                Appended::New(second),
+                Appended::Duplicate(second)
+            ]
+        );
+        assert_eq!(second.offset, 1);
+        let read = log.read("t", pos.partition, 0, 10).expect("read");
+        let values: Vec<&[u8]> = read.iter().map(|d| d.record.value.as_slice()).collect();
+        assert_eq!(values, [b"x", b"b"]);
+        let again = log.append_unique("t", "evt-1", &rec("a", "w")).expect("3");
+        assert_eq!(again, Appended::Duplicate(pos));
+        let again = log.append_unique("t", "evt-2", &rec("a", "w")).expect("4");
+        assert_eq!(again, Appended::Duplicate(second));
     }
 
     #[test]
