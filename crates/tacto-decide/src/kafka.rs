@@ -12,7 +12,7 @@
 //! sends a job id once). On revocation it commits and drops the partition's accounts.
 
 use crate::{
-    Contacts, DecideConfig, DecideError, DecideState, Output, StateEntryRef, apply_record,
+    DecideConfig, DecideError, DecideState, Output, apply_record, encode_state_entry,
     output_records,
 };
 use compact_str::CompactString;
@@ -148,18 +148,11 @@ fn changelog_records(
     let poisoned = || DecideError::Snapshot("state lock poisoned".into());
     let engine = state.engine.read().map_err(|_| poisoned())?;
     let dir = state.directory.read().map_err(|_| poisoned())?;
-    let none = Contacts::default();
     let mut records = Vec::with_capacity(changed.len());
     for id in changed {
-        let Some(account) = engine.store.get(id) else {
-            continue;
-        };
-        let entry = StateEntryRef {
-            account,
-            wake: engine.wake_of(id),
-            contacts: dir.get(id.as_str()).unwrap_or(&none),
-        };
-        records.push(Record::new(id.as_str(), entry.encode()?));
+        if let Some(entry) = encode_state_entry(&engine, &dir, id)? {
+            records.push(Record::new(id.as_str(), entry));
+        }
     }
     Ok(records)
 }
@@ -257,6 +250,8 @@ impl KafkaDecide {
                     now,
                     &mut outputs,
                     &mut dead,
+                    // Its changelog is written after each step, no snapshot in between.
+                    None,
                 );
                 next.insert(d.position.partition, d.position.offset + 1);
             }
@@ -332,6 +327,7 @@ impl KafkaDecide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Contacts;
     use tacto_log::embedded::EmbeddedLog;
     use tacto_log::{Delivered, Position};
     use tacto_model::{IdentityAnswers, samples, synthetic};
@@ -380,6 +376,7 @@ mod tests {
                     now,
                     &mut outputs,
                     &mut dead,
+                    None,
                 );
             }
             engine.take_changed()

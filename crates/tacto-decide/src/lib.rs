@@ -5,9 +5,11 @@
 //! is recognised by the account state. Restart = the last snapshot plus the tail of the log.
 
 pub mod kafka;
+mod snapshotting;
 mod writer;
 
 use serde::{Deserialize, Serialize};
+use snapshotting::Snapshotting;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,7 +22,7 @@ use tacto_policy::store::AccountStore;
 use tacto_policy::{Account, Policy};
 use tacto_telemetry::metrics::{self, Counter, labels};
 use tacto_telemetry::trace::{TRACEPARENT, continue_trace, traceparent};
-use writer::{EncodedSnapshot, Folded, Write, Writer};
+use writer::{Folded, Write, Writer};
 
 /// Decide settings.
 #[derive(Clone, Debug)]
@@ -252,6 +254,26 @@ impl StateEntryRef<'_> {
     }
 }
 
+/// An account's [`StateEntry`] encoded from the state as it is (its account, its wake-up and
+/// its personal data), or `None` for an account the state does not hold.
+fn encode_state_entry(
+    engine: &Engine,
+    directory: &HashMap<String, Contacts>,
+    id: &str,
+) -> Result<Option<Vec<u8>>, DecideError> {
+    let Some(account) = engine.store.get(id) else {
+        return Ok(None);
+    };
+    let none = Contacts::default();
+    StateEntryRef {
+        account,
+        wake: engine.wake_of(id),
+        contacts: directory.get(id).unwrap_or(&none),
+    }
+    .encode()
+    .map(Some)
+}
+
 impl StateEntry {
     /// Encodes an entry.
     pub fn encode(&self) -> Result<Vec<u8>, DecideError> {
@@ -289,6 +311,8 @@ pub struct Decide {
     offsets: Vec<u64>,
     since_snapshot: u64,
     last_snapshot: Instant,
+    /// A snapshot being encoded a slice per fold.
+    snapshotting: Option<Snapshotting>,
     /// Writes made by folds but not in the log yet, in order (a failed write waits here and is
     /// made again before anything new is folded).
     unwritten: VecDeque<Write>,
@@ -332,7 +356,8 @@ impl Output {
 
 /// Applies one record: decodes and validates it (a record that fails goes to `dead` with the
 /// reason), remembers its addresses, folds it into its account and decides. Both backends
-/// process records through this.
+/// process records through this; a snapshot in progress gets the account first.
+#[allow(clippy::too_many_arguments)]
 fn apply_record(
     state: &DecideState,
     engine: &mut Engine,
@@ -341,6 +366,7 @@ fn apply_record(
     now: Timestamp,
     outputs: &mut Vec<Output>,
     dead: &mut Vec<Record>,
+    snapshotting: Option<&mut Snapshotting>,
 ) {
     let span = tracing::info_span!(
         "decide.event",
@@ -367,6 +393,9 @@ fn apply_record(
         .and_then(|e| validate_input(&e).map(|_| e).map_err(|f| f.to_string()));
     match event {
         Ok(e) => {
+            if let Some(s) = snapshotting {
+                s.before_change(engine, &state.directory, e.account_id.as_str());
+            }
             if let Some(a) = contacts(&e)
                 && let Ok(mut dir) = state.directory.write()
             {
@@ -508,6 +537,7 @@ impl Decide {
             offsets,
             since_snapshot: 0,
             last_snapshot: Instant::now(),
+            snapshotting: None,
             unwritten: VecDeque::new(),
         })
     }
@@ -564,6 +594,9 @@ impl Decide {
                 .engine
                 .write()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
+            if let Some(s) = self.snapshotting.as_mut() {
+                s.encode_slice(&engine, &self.state.directory, snapshotting::SLICE);
+            }
             for p in 0..self.offsets.len() {
                 let batch = match self.log.read(
                     events::EVENTS.name(),
@@ -587,6 +620,7 @@ impl Decide {
                         now,
                         &mut outputs,
                         &mut dead,
+                        self.snapshotting.as_mut(),
                     );
                 }
                 if let Some(last) = batch.last() {
@@ -604,9 +638,15 @@ impl Decide {
                         .set(end.saturating_sub(self.offsets[p]) as i64);
                 }
             }
+            let directory = &self.state.directory;
+            let mut snapshotting = self.snapshotting.as_mut();
             outputs.extend(
                 engine
-                    .fire_due(now, &self.policy)
+                    .fire_due_with(now, &self.policy, |engine, id| {
+                        if let Some(s) = snapshotting.as_mut() {
+                            s.before_change(engine, directory, id);
+                        }
+                    })
                     .into_iter()
                     .map(Output::untraced),
             );
@@ -627,95 +667,93 @@ impl Decide {
         if let Some(e) = unread {
             return Err(e.into());
         }
-        // A snapshot still waiting for the writer covers the state up to its steps: the next
-        // one is encoded once it is handed over (this one then holds fewer accounts).
-        let snapshot_waiting = self
-            .unwritten
-            .iter()
-            .any(|w| matches!(w, Write::Snapshot(_)));
+        if self
+            .snapshotting
+            .as_ref()
+            .is_some_and(Snapshotting::is_done)
+        {
+            self.finish_snapshot()?;
+        }
+        // A snapshot in progress, or still waiting for the writer, covers the state up to its
+        // head: the next one begins once it is handed over (and then holds fewer accounts).
+        let snapshot_waiting = self.snapshotting.is_some()
+            || self
+                .unwritten
+                .iter()
+                .any(|w| matches!(w, Write::Snapshot(_)));
         if self.since_snapshot > 0
             && !snapshot_waiting
             && (self.since_snapshot >= self.config.snapshot_every_events
                 || self.last_snapshot.elapsed() >= self.config.snapshot_interval)
         {
-            let snapshot = self.encode_snapshot()?;
-            self.unwritten.push_back(Write::Snapshot(snapshot));
+            self.begin_snapshot()?;
         }
         Ok(consumed)
     }
 
     /// Writes a snapshot: the offsets it covers, and every account (with its timer and personal
     /// data) changed since the last snapshot, in one atomic write, after every write before it.
-    /// Returns how many accounts it wrote.
+    /// A snapshot in progress is finished first. Returns how many accounts it wrote.
     pub fn snapshot(&mut self) -> Result<usize, DecideError> {
         self.write_unwritten()?;
-        let snapshot = self.encode_snapshot()?;
-        let written = snapshot.entries.len();
-        self.unwritten.push_back(Write::Snapshot(snapshot));
+        if self.snapshotting.is_some() {
+            self.finish_snapshot()?;
+        }
+        self.begin_snapshot()?;
+        let written = self.finish_snapshot()?;
         self.write_unwritten()?;
         Ok(written)
     }
 
-    /// Encodes a snapshot of the state as it is now: the head (offsets) and the accounts
-    /// changed since the previous one, which are no longer marked changed (the write is made
-    /// later, in order, and made again until it lands).
-    fn encode_snapshot(&mut self) -> Result<EncodedSnapshot, DecideError> {
+    /// Whether a snapshot is being encoded (a slice per fold) and not yet queued for writing.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshotting.is_some()
+    }
+
+    /// Begins a snapshot of the state as it is now: the head (offsets) and the accounts
+    /// changed since the previous one, which are no longer marked changed. The accounts are
+    /// encoded a slice per fold from here on (see [`snapshotting`]).
+    fn begin_snapshot(&mut self) -> Result<(), DecideError> {
         let poisoned = || DecideError::Snapshot("state lock poisoned".into());
-        // In key order: the entries then go into the store's B-tree one leaf after another
-        // instead of all over it.
-        let mut changed = self
-            .state
-            .engine
-            .write()
-            .map_err(|_| poisoned())?
-            .take_changed();
-        changed.sort_unstable();
-        // Encoded straight from the state (a copy of every changed account first would double
-        // the snapshot's memory: after a load, every account changed), under a read lock: only
-        // this thread changes the state, so it is still the state the changed set was taken
-        // from, and the account views and dispatch's last look go on reading meanwhile.
-        let encoded = (|| {
-            let engine = self.state.engine.read().map_err(|_| poisoned())?;
-            let directory = self.state.directory.read().map_err(|_| poisoned())?;
-            let none = Contacts::default();
-            let mut entries = Vec::with_capacity(changed.len());
-            for id in &changed {
-                let Some(account) = engine.store.get(id) else {
-                    continue;
-                };
-                let entry = StateEntryRef {
-                    account,
-                    wake: engine.wake_of(id),
-                    contacts: directory.get(id.as_str()).unwrap_or(&none),
-                };
-                entries.push((format!("{ACCOUNT_PREFIX}{id}"), entry.encode()?));
-            }
-            let accounts = engine.store.len();
-            let head = postcard::to_allocvec(&SnapshotHead {
-                version: SNAPSHOT_VERSION,
-                offsets: self.offsets.clone(),
-                accounts: accounts as u64,
-            })
-            .map_err(|e| DecideError::Snapshot(e.to_string()))?;
-            Ok::<_, DecideError>((entries, head, accounts))
-        })();
-        let (entries, head, accounts) = match encoded {
-            Ok(done) => done,
-            Err(e) => {
-                // Not encoded: these accounts still differ from the last snapshot.
-                if let Ok(mut engine) = self.state.engine.write() {
-                    engine.mark_changed(changed);
-                }
-                return Err(e);
-            }
-        };
+        let mut engine = self.state.engine.write().map_err(|_| poisoned())?;
+        let head = postcard::to_allocvec(&SnapshotHead {
+            version: SNAPSHOT_VERSION,
+            offsets: self.offsets.clone(),
+            accounts: engine.store.len() as u64,
+        })
+        .map_err(|e| DecideError::Snapshot(e.to_string()))?;
+        let accounts = engine.store.len();
+        self.snapshotting = Some(Snapshotting::begin(engine.take_changed(), head, accounts));
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
-        Ok(EncodedSnapshot {
-            entries,
-            head,
-            accounts,
-        })
+        Ok(())
+    }
+
+    /// Encodes what the snapshot in progress still owes and queues it for writing, after the
+    /// writes before it. Returns how many accounts it holds.
+    fn finish_snapshot(&mut self) -> Result<usize, DecideError> {
+        let Some(snapshotting) = self.snapshotting.take() else {
+            return Ok(0);
+        };
+        let poisoned = || DecideError::Snapshot("state lock poisoned".into());
+        let finished = {
+            let engine = self.state.engine.read().map_err(|_| poisoned())?;
+            snapshotting.finish(&engine, &self.state.directory)
+        };
+        match finished {
+            Ok(snapshot) => {
+                let written = snapshot.entries.len();
+                self.unwritten.push_back(Write::Snapshot(snapshot));
+                Ok(written)
+            }
+            Err((e, taken)) => {
+                // Not encoded: these accounts still differ from the last snapshot.
+                if let Ok(mut engine) = self.state.engine.write() {
+                    engine.mark_changed(taken);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Hands the unwritten writes to `writer`, in order. While its queue is full the rest stay
@@ -773,6 +811,11 @@ impl Decide {
                 }
             };
             if consumed > 0 {
+                continue;
+            }
+            if self.snapshotting.is_some() {
+                // Nothing to fold: encode the snapshot's next slice at once.
+                tokio::task::yield_now().await;
                 continue;
             }
             let mut next = self.state.until_next_timer(clock(), Duration::from_secs(1));

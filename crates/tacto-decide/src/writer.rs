@@ -59,7 +59,7 @@ impl Folded {
     }
 }
 
-/// A snapshot encoded under the state's lock, to be written.
+/// A snapshot encoded from the state as it was when it began, to be written.
 pub struct EncodedSnapshot {
     /// `decide/account/{id}` entries of the accounts changed since the previous snapshot.
     pub(crate) entries: Vec<(String, Vec<u8>)>,
@@ -108,6 +108,9 @@ impl Write {
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.as_slice()))
                     .collect();
+                // In key order, into the store's B-tree one leaf after another: most are (the
+                // slices take the accounts in order), those encoded early before a change not.
+                items.sort_unstable_by_key(|(n, _)| *n);
                 items.push((SNAPSHOT, &s.head));
                 log.put_blobs(&items)?;
                 tracing::info!(

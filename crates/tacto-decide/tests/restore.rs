@@ -169,3 +169,105 @@ fn snapshots_write_only_what_changed_and_restore_the_whole_state() {
         "the head and every entry give back the same state"
     );
 }
+
+/// A payment of `amount_minor` for account `i` of the synthetic portfolio, in its currency.
+fn payment(i: u64, at: Timestamp, amount_minor: i64) -> tacto_model::Event {
+    let open = synthetic::account(5, i, at);
+    let EventBody::AccountUpserted(d) = &open.body else {
+        panic!("an account opens with an upsert");
+    };
+    tacto_model::Event {
+        id: tacto_model::EventId(format!("{}-part", open.account_id)),
+        occurred_at: at,
+        account_id: open.account_id.clone(),
+        source: "webhook".into(),
+        body: EventBody::PaymentReceived {
+            payment_id: format!("pay-{}", open.account_id),
+            debt_id: None,
+            amount_minor,
+            currency: d.currency.clone(),
+            method: "card".into(),
+        },
+    }
+}
+
+fn wakes(d: &Decide, accounts: &[tacto_policy::Account]) -> Vec<Option<Timestamp>> {
+    let engine = d.state.engine.read().expect("lock");
+    accounts
+        .iter()
+        .map(|a| engine.wake_of(a.id.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_snapshot_encoded_while_decide_folds_on_holds_the_state_it_began_with() {
+    let t0 = Timestamp::parse("2026-11-16T15:00:00Z").expect("time");
+    // A day later: the timers of most accounts are due.
+    let t1 = Timestamp::parse("2026-11-17T15:00:00Z").expect("time");
+    let policy = Arc::new(Policy::example());
+    let accounts = 3_000;
+    let config = DecideConfig {
+        // The whole load in one fold, and a snapshot begun right after it.
+        batch: 100_000,
+        snapshot_every_events: 1,
+        snapshot_interval: std::time::Duration::from_secs(3600),
+        ..DecideConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("e.redb");
+    let l = EmbeddedLog::open(&path).expect("log");
+    events::create_topics(&l, 2).expect("topics");
+    load(&l, 0, accounts, t0);
+    let log: Arc<dyn EventLog> = Arc::new(l);
+    let mut d = Decide::restore(log.clone(), policy.clone(), config.clone()).expect("start");
+    assert!(d.step(t0).expect("load") > 0);
+    assert!(
+        d.snapshot_in_progress(),
+        "the load's fold began a snapshot of every account"
+    );
+    let began = state(&d);
+    let began_wakes = wakes(&d, &began);
+    assert_eq!(began.len(), accounts as usize);
+
+    // While it is encoded a slice at a time, payments arrive for accounts the slices have not
+    // reached yet (their ids sort last) and the timers fire: both change accounts it owes.
+    let mut ids: Vec<_> = (0..accounts)
+        .map(|i| (synthetic::account_id(i).to_string(), i))
+        .collect();
+    ids.sort();
+    let paid: Vec<u64> = ids.iter().rev().step_by(7).take(200).map(|x| x.1).collect();
+    let records: Vec<_> = paid
+        .iter()
+        .map(|&i| events::to_record(&payment(i, t1, 1_000)).expect("encode"))
+        .collect();
+    log.append(events::EVENTS.name(), &records).expect("append");
+    let mut steps = 0;
+    while d.snapshot_in_progress() {
+        d.step(t1).expect("step");
+        steps += 1;
+    }
+    assert!(steps > 1, "encoded over {steps} folds");
+    let after = state(&d);
+    let changed = began.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(
+        changed >= paid.len(),
+        "the folds changed {changed} accounts the snapshot owed"
+    );
+
+    // A restart restores exactly the state the snapshot began with ...
+    drop(d);
+    let mut restored = Decide::restore(log, policy, config).expect("restore");
+    let restored_state = state(&restored);
+    assert!(
+        restored_state == began,
+        "the snapshot holds every account as it was when it began"
+    );
+    assert_eq!(wakes(&restored, &restored_state), began_wakes);
+    // ... and folding the events after its head gives back the state decide had.
+    while restored.step(t1).expect("step") > 0 {}
+    let caught_up = state(&restored);
+    for (x, y) in caught_up.iter().zip(&after) {
+        assert_eq!(x.balance_minor, y.balance_minor, "{}", x.id);
+        assert_eq!(x.flags, y.flags, "{}", x.id);
+    }
+}

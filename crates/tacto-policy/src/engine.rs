@@ -128,10 +128,22 @@ impl Engine {
     /// Fires the earliest timer, deciding at its own time (or `floor` if later); returns the
     /// decisions, or `None` when no timer is pending.
     pub fn fire_next(&mut self, floor: Timestamp, policy: &Policy) -> Option<Vec<Event>> {
+        self.fire_next_with(floor, policy, &mut |_, _| {})
+    }
+
+    /// [`Engine::fire_next`], calling `before` with the engine and the account's id just before
+    /// the timer changes the account (decide encodes an account a snapshot still owes first).
+    fn fire_next_with(
+        &mut self,
+        floor: Timestamp,
+        policy: &Policy,
+        before: &mut dyn FnMut(&Engine, &str),
+    ) -> Option<Vec<Event>> {
         let Reverse((w, id)) = self.timers.pop()?;
         if self.wakes.get(&id) != Some(&w) {
             return Some(Vec::new()); // superseded by a later schedule
         }
+        before(self, &id);
         self.wakes.remove(&id);
         let now = w.max(floor);
         let account = self.store.get_or_create(&id);
@@ -143,9 +155,20 @@ impl Engine {
 
     /// Fires every timer due at or before `now` (deciding at `now`); returns the decisions.
     pub fn fire_due(&mut self, now: Timestamp, policy: &Policy) -> Vec<Event> {
+        self.fire_due_with(now, policy, |_, _| {})
+    }
+
+    /// [`Engine::fire_due`], calling `before` with the engine and an account's id just before a
+    /// timer changes that account.
+    pub fn fire_due_with(
+        &mut self,
+        now: Timestamp,
+        policy: &Policy,
+        mut before: impl FnMut(&Engine, &str),
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         while self.peek().is_some_and(|w| w <= now) {
-            if let Some(events) = self.fire_next(now, policy) {
+            if let Some(events) = self.fire_next_with(now, policy, &mut before) {
                 out.extend(events);
             }
         }
