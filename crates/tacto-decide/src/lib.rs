@@ -594,9 +594,6 @@ impl Decide {
                 .engine
                 .write()
                 .map_err(|_| DecideError::Snapshot("state lock poisoned".into()))?;
-            if let Some(s) = self.snapshotting.as_mut() {
-                s.encode_slice(&engine, &self.state.directory, snapshotting::SLICE);
-            }
             for p in 0..self.offsets.len() {
                 let batch = match self.log.read(
                     events::EVENTS.name(),
@@ -650,6 +647,12 @@ impl Decide {
                     .into_iter()
                     .map(Output::untraced),
             );
+            if let Some(s) = self.snapshotting.as_mut() {
+                // Twice the accounts this fold could have changed: a snapshot keeps ahead of
+                // the changes it will have to write next, even under a sustained load.
+                let slice = snapshotting::SLICE.max(2 * (consumed + outputs.len()));
+                s.encode_slice(&engine, directory, slice);
+            }
         }
         self.since_snapshot += consumed as u64 + outputs.len() as u64;
         if !(outputs.is_empty() && dead.is_empty() && commits.is_empty()) {
