@@ -12,7 +12,7 @@
 use crate::writer::EncodedSnapshot;
 use crate::{ACCOUNT_PREFIX, Contacts, DecideError, encode_state_entry};
 use compact_str::CompactString;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 use tacto_policy::engine::Engine;
 
@@ -29,10 +29,13 @@ pub(crate) struct Snapshotting {
     head: Vec<u8>,
     /// Accounts in the state when it began.
     accounts: usize,
-    /// The accounts changed before it began and not encoded yet.
-    left: HashSet<CompactString>,
-    /// The same accounts in key order: the order the slices take them in.
+    /// The accounts changed before it began, in key order: the slices take them in this order,
+    /// and a binary search finds one the fold is about to change.
     order: Vec<CompactString>,
+    /// Which of `order` are encoded.
+    encoded: Vec<bool>,
+    /// How many of `order` are not encoded yet.
+    left: usize,
     /// Where the next slice starts in `order`.
     next: usize,
     /// The entries encoded so far.
@@ -64,7 +67,8 @@ impl Snapshotting {
         Self {
             head,
             accounts,
-            left: changed.iter().cloned().collect(),
+            encoded: vec![false; changed.len()],
+            left: changed.len(),
             entries: Vec::with_capacity(changed.len()),
             order: changed,
             next: 0,
@@ -74,13 +78,19 @@ impl Snapshotting {
 
     /// Whether every account is encoded (or the snapshot failed).
     pub(crate) fn is_done(&self) -> bool {
-        self.left.is_empty() || self.failed.is_some()
+        self.left == 0 || self.failed.is_some()
     }
 
     /// Encodes `id` now if the snapshot still owes it: call before the fold changes it.
     pub(crate) fn before_change(&mut self, engine: &Engine, directory: &Directory, id: &str) {
-        if self.failed.is_some() || !self.left.remove(id) {
+        if self.failed.is_some() {
             return;
+        }
+        let Ok(i) = self.order.binary_search_by(|x| x.as_str().cmp(id)) else {
+            return; // not changed before the snapshot began
+        };
+        if !self.take(i) {
+            return; // encoded already
         }
         let encoded = directory
             .read()
@@ -103,13 +113,13 @@ impl Snapshotting {
         };
         let mut encoded = 0;
         while encoded < n && self.next < self.order.len() {
-            let id = &self.order[self.next];
+            let i = self.next;
             self.next += 1;
-            if !self.left.remove(id) {
+            if !self.take(i) {
                 continue; // encoded before a change
             }
             encoded += 1;
-            let entry = encode_entry(engine, &dir, id);
+            let entry = encode_entry(engine, &dir, &self.order[i]);
             if let Err(e) = entry {
                 self.failed = Some(e);
                 return;
@@ -118,6 +128,16 @@ impl Snapshotting {
                 self.entries.push(entry);
             }
         }
+    }
+
+    /// Marks `order[i]` encoded; false if it already was.
+    fn take(&mut self, i: usize) -> bool {
+        if self.encoded[i] {
+            return false;
+        }
+        self.encoded[i] = true;
+        self.left -= 1;
+        true
     }
 
     fn keep(&mut self, encoded: Result<Option<(String, Vec<u8>)>, DecideError>) {

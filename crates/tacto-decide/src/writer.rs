@@ -112,8 +112,10 @@ impl Write {
                 // slices take the accounts in order), those encoded early before a change not.
                 items.sort_unstable_by_key(|(n, _)| *n);
                 items.push((SNAPSHOT, &s.head));
+                let started = std::time::Instant::now();
                 log.put_blobs(&items)?;
                 tracing::info!(
+                    millis = started.elapsed().as_millis() as u64,
                     accounts = s.accounts,
                     written = s.entries.len(),
                     bytes = s.entries.iter().map(|(_, v)| v.len()).sum::<usize>(),

@@ -76,7 +76,11 @@ impl Tacto {
                 .arg("--policy")
                 .arg(dir.join("policy.toml"))
                 .args(["--rate-sms", &rate_sms.to_string()])
-                .env("RUST_LOG", "warn")
+                // `TACTO_BENCH_RUST_LOG` to see more (decide's snapshots, say) on stderr.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TACTO_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stderr(Stdio::inherit()),
         );
         Self { child, base }
