@@ -719,13 +719,13 @@ impl Decide {
     fn begin_snapshot(&mut self) -> Result<(), DecideError> {
         let poisoned = || DecideError::Snapshot("state lock poisoned".into());
         let mut engine = self.state.engine.write().map_err(|_| poisoned())?;
+        let accounts = engine.store.len();
         let head = postcard::to_allocvec(&SnapshotHead {
             version: SNAPSHOT_VERSION,
             offsets: self.offsets.clone(),
-            accounts: engine.store.len() as u64,
+            accounts: accounts as u64,
         })
         .map_err(|e| DecideError::Snapshot(e.to_string()))?;
-        let accounts = engine.store.len();
         self.snapshotting = Some(Snapshotting::begin(engine.take_changed(), head, accounts));
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();

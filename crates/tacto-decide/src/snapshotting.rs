@@ -4,10 +4,10 @@
 //! as long as it takes (about 100 ms for 50,000 accounts, the default interval), and payments
 //! acknowledged meanwhile wait that long to be folded. Instead a snapshot takes the changed
 //! set and the offsets when it begins, then encodes a slice of accounts per fold (at least
-//! [`SLICE`], twice as many as the fold took events); an account
-//! the fold is about to change (an event or a timer for it) is encoded first, before the
-//! change. Every entry is therefore the account as it was when the snapshot began, which is
-//! what its head's offsets say: a restore replays exactly the events after them.
+//! [`SLICE`], twice as many as the fold took events); an account the fold is about to change
+//! (an event or a timer for it) is encoded first, before the change. Every entry is therefore
+//! the account as it was when the snapshot began, which is what its head's offsets say: a
+//! restore replays exactly the events after them.
 
 use crate::writer::EncodedSnapshot;
 use crate::{ACCOUNT_PREFIX, Contacts, DecideError, encode_state_entry};
