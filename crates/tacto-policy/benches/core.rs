@@ -1,4 +1,5 @@
-//! Core throughput: fold + decide per event on one core, against Avro-decoding the same events.
+//! Core throughput: fold + decide per event on one core, against Avro-decoding the same events,
+//! and a whole simulation (timers, simulated provider, recording) per event.
 //!
 //! Run with `cargo bench -p tacto-policy --bench core`. The workload is a simulated month of
 //! 2,000 synthetic accounts across every jurisdiction pack (see `workload.rs`).
@@ -63,7 +64,29 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // A whole simulation: the simulated clock, timers, the simulated provider's answers and
+    // every output recorded, as `tacto demo` and `tacto simulate` run it.
+    let inputs = workload::inputs(SIMULATED_ACCOUNTS);
+    let events = workload::simulate(&policy, inputs.clone(), true).log.len();
+    eprintln!("simulation: {SIMULATED_ACCOUNTS} accounts, {events} events");
+    let mut g = c.benchmark_group("simulate");
+    g.throughput(Throughput::Elements(events as u64));
+    g.sample_size(10);
+    for (name, record) in [("month_recorded", true), ("month_counted", false)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || inputs.clone(),
+                |inputs| workload::simulate(&policy, inputs, record),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
 }
+
+/// Accounts in the simulation benchmark.
+const SIMULATED_ACCOUNTS: u64 = 20_000;
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
