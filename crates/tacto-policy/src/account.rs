@@ -231,7 +231,13 @@ impl Extras {
 
 /// The id of an account's output number `seq` (from 0): `{account}:o{seq}`.
 pub fn output_id(account: &str, seq: usize) -> EventId {
-    EventId(format!("{account}:o{seq}"))
+    let mut n = itoa::Buffer::new();
+    let seq = n.format(seq);
+    let mut id = String::with_capacity(account.len() + 2 + seq.len());
+    id.push_str(account);
+    id.push_str(":o");
+    id.push_str(seq);
+    EventId(id)
 }
 
 /// The sequence number of an output id made by [`output_id`] for `account`, if it is one.
@@ -914,5 +920,19 @@ impl Account {
             .filter(|&t| t != 0)
             .max()
             .map(micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_ids_round_trip() {
+        let id = output_id("ACC:9", 1207);
+        assert_eq!(id.0, "ACC:9:o1207");
+        assert_eq!(output_sequence("ACC:9", &id.0), Some(1207));
+        assert_eq!(output_sequence("ACC", &id.0), None);
+        assert_eq!(output_id("A", 0).0, "A:o0");
     }
 }

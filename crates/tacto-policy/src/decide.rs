@@ -489,7 +489,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
     {
         return Some(d.until);
     }
-    let step_name = format!("{}/{}", cadence_name, placed.name);
+    let step_name = [cadence_name, "/", &placed.name].concat();
 
     if ctx.packs().is_empty() {
         let r = core_rule(

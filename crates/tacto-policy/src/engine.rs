@@ -7,8 +7,9 @@ use crate::decide::settle;
 use crate::policy::Policy;
 use crate::store::AccountStore;
 use compact_str::CompactString;
+use hashbrown::{HashMap, HashSet};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use tacto_model::{Event, Timestamp};
 
 /// Accounts and their timers.

@@ -33,10 +33,19 @@ pub struct JobKey {
 impl JobKey {
     /// The deterministic job id: `{account}:c{cycle}:d{day}.{slot}:a{attempt}`.
     pub fn job_id(&self, account: &str) -> JobId {
-        JobId(format!(
-            "{account}:c{}:d{}.{}:a{}",
-            self.cycle, self.day, self.slot, self.attempt
-        ))
+        // Written piece by piece: `format!` costs several times as much, on every decision.
+        let mut n = itoa::Buffer::new();
+        let mut id = String::with_capacity(account.len() + 24);
+        id.push_str(account);
+        id.push_str(":c");
+        id.push_str(n.format(self.cycle));
+        id.push_str(":d");
+        id.push_str(n.format(self.day));
+        id.push('.');
+        id.push_str(n.format(self.slot));
+        id.push_str(":a");
+        id.push_str(n.format(self.attempt));
+        JobId(id)
     }
 
     /// Parses a job id made by [`JobKey::job_id`] for `account`.

@@ -230,6 +230,8 @@ pub struct Pack {
     pub holiday_channels: ChannelSet,
     /// Channels that need consent, with the rule.
     pub consent: Vec<(ChannelSet, RuleRef)>,
+    /// The allowed intervals computed so far, per zone, channel and local date.
+    pub day_windows: crate::window::DayWindows,
 }
 
 /// Parses `HH:MM` (00:00–24:00) into minutes since midnight.
@@ -356,6 +358,7 @@ impl Pack {
             holiday_channels,
             consent,
             file,
+            day_windows: crate::window::DayWindows::default(),
         })
     }
 

@@ -8,6 +8,8 @@
 use crate::pack::{MinuteRange, Pack, RuleRef};
 use chrono::{Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone};
 use chrono_tz::Tz;
+use hashbrown::HashMap;
+use std::sync::{Mutex, PoisonError};
 use tacto_model::{Channel, ReasonCode, Timestamp};
 
 /// A half-open UTC interval `[start, end)` in microseconds since the epoch.
@@ -84,27 +86,91 @@ fn pack_zone_intervals(
         return None;
     }
     let mut out = Vec::new();
-    let mut d = first;
-    while d <= last {
-        if !pack.is_holiday(channel, d) {
-            match pack.day_hours(channel, d.weekday()) {
-                Some(ranges) => {
-                    for &(s, e) in ranges {
-                        out.push((local_to_utc(tz, d, s, true), local_to_utc(tz, d, e, false)));
-                    }
-                }
-                None => out.push((
-                    local_to_utc(tz, d, 0, true),
-                    local_to_utc(tz, d, 1440, false),
-                )),
+    pack.day_windows
+        .collect(tz, channel, first, last, &mut out, |d, day| {
+            day_intervals(pack, tz, channel, d, day)
+        });
+    Some(normalise(out))
+}
+
+/// The allowed intervals of one pack in one zone for `channel` on local date `d`, in order.
+fn day_intervals(pack: &Pack, tz: Tz, channel: Channel, d: NaiveDate, out: &mut Vec<Interval>) {
+    if pack.is_holiday(channel, d) {
+        return;
+    }
+    match pack.day_hours(channel, d.weekday()) {
+        Some(ranges) => {
+            for &(s, e) in ranges {
+                out.push((local_to_utc(tz, d, s, true), local_to_utc(tz, d, e, false)));
             }
         }
-        d = d.succ_opt().unwrap_or(NaiveDate::MAX);
-        if d == NaiveDate::MAX {
-            break;
+        None => out.push((
+            local_to_utc(tz, d, 0, true),
+            local_to_utc(tz, d, 1440, false),
+        )),
+    }
+}
+
+/// The days a pack's windows were computed for, by zone, channel and local date, kept so that
+/// the next decision in the same week reuses them (a decision looks about a week ahead, for
+/// every candidate zone, every time it places a contact). They depend on the pack alone, so a
+/// pack keeps its own; the map is emptied when it reaches [`DayWindows::MAX_DAYS`].
+#[derive(Debug, Default)]
+pub struct DayWindows {
+    days: Mutex<HashMap<DayKey, Box<[Interval]>>>,
+}
+
+/// A pack's day: the zone, the channel and the local date.
+type DayKey = (Tz, Channel, NaiveDate);
+
+impl DayWindows {
+    /// The most days kept before the map starts again empty (a few years of every zone and
+    /// channel of a pack).
+    pub const MAX_DAYS: usize = 1 << 16;
+
+    /// Appends the intervals of every local date in `[first, last]`, in date order, computing
+    /// with `compute` (and keeping) the days not seen before.
+    fn collect(
+        &self,
+        tz: Tz,
+        channel: Channel,
+        first: NaiveDate,
+        last: NaiveDate,
+        out: &mut Vec<Interval>,
+        compute: impl Fn(NaiveDate, &mut Vec<Interval>),
+    ) {
+        // A day is inserted whole or not at all, so a poisoned lock still holds good days.
+        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
+        if days.len() >= Self::MAX_DAYS {
+            days.clear();
+        }
+        let mut d = first;
+        while d <= last {
+            let day = days.entry((tz, channel, d)).or_insert_with(|| {
+                let mut v = Vec::new();
+                compute(d, &mut v);
+                v.into_boxed_slice()
+            });
+            out.extend_from_slice(day);
+            d = d.succ_opt().unwrap_or(NaiveDate::MAX);
+            if d == NaiveDate::MAX {
+                break;
+            }
         }
     }
-    Some(normalise(out))
+
+    /// How many days are kept.
+    pub fn len(&self) -> usize {
+        self.days
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no day is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn inconvenient_complement(
@@ -352,6 +418,79 @@ mod tests {
             Timestamp::from_micros(close).to_string(),
             "2026-11-01T05:30:00Z"
         );
+    }
+
+    #[test]
+    fn a_packs_remembered_days_give_the_windows_computed_afresh() {
+        let day = 24 * 60 * MICROS_PER_MINUTE;
+        // Three weeks from before the US and EU autumn DST changes.
+        let from = Timestamp::parse("2026-10-20T09:17:00Z")
+            .expect("time")
+            .as_micros();
+        let cases = [
+            ("US", Some("FL"), chrono_tz::America::New_York),
+            ("ES", None, chrono_tz::Europe::Madrid),
+        ];
+        for (country, subdivision, zone) in cases {
+            let zones = [zone, chrono_tz::America::Los_Angeles];
+            let kept = crate::Policy::example()
+                .packs
+                .for_place(country, subdivision);
+            assert!(!kept.is_empty(), "{country}");
+            for channel in [Channel::Voice, Channel::Sms] {
+                for step in 0..21 * 8 {
+                    let t = from + step * day / 8;
+                    let spec = |packs| WindowSpec {
+                        packs,
+                        zones: &zones,
+                        channel,
+                        inconvenient: &[],
+                    };
+                    let fresh = crate::Policy::example()
+                        .packs
+                        .for_place(country, subdivision);
+                    assert_eq!(
+                        spec(&kept).intervals(t, 4),
+                        spec(&fresh).intervals(t, 4),
+                        "{country} {channel} at {}",
+                        Timestamp::from_micros(t)
+                    );
+                }
+            }
+            assert!(kept.iter().any(|p| !p.day_windows.is_empty()));
+        }
+    }
+
+    #[test]
+    fn a_day_is_computed_once_and_the_map_stays_bounded() {
+        let w = DayWindows::default();
+        let computed = std::cell::Cell::new(0);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            w.collect(
+                Tz::UTC,
+                Channel::Sms,
+                ymd(2026, 1, 1),
+                ymd(2026, 1, 7),
+                &mut out,
+                |d, v| {
+                    computed.set(computed.get() + 1);
+                    v.push((i64::from(d.ordinal()), 0));
+                },
+            );
+        }
+        assert_eq!(computed.get(), 7);
+        assert_eq!(w.len(), 7);
+        assert_eq!(out.len(), 21);
+        assert_eq!(out[..7], out[7..14]);
+        // Past the bound, the map starts again rather than growing.
+        let first = ymd(2026, 1, 1);
+        let last = first
+            .checked_add_days(Days::new(DayWindows::MAX_DAYS as u64 + 10))
+            .expect("date");
+        w.collect(Tz::UTC, Channel::Voice, first, last, &mut out, |_, _| {});
+        w.collect(Tz::UTC, Channel::Email, first, first, &mut out, |_, _| {});
+        assert!(w.len() <= DayWindows::MAX_DAYS, "{}", w.len());
     }
 
     #[test]

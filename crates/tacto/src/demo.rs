@@ -25,6 +25,10 @@ pub struct Args {
     start: String,
 }
 
+/// Events recorded per input event, at most, in a simulated month of the synthetic portfolio
+/// (about 4.6: the decisions and the provider's answers they cause), rounded up.
+const LOG_PER_INPUT: usize = 6;
+
 /// Runs the demo and prints its summary.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let start = Timestamp::parse(&args.start).context("--start must be an RFC 3339 instant")?;
@@ -32,6 +36,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let began = Instant::now();
     let inputs = synthetic_inputs(args.seed, args.accounts, start, args.days);
     let mut sim = Simulator::new(&policy, true, true);
+    sim.reserve_log(inputs.len().saturating_mul(LOG_PER_INPUT));
     for e in inputs {
         sim.push(e);
     }

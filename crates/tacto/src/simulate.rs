@@ -118,6 +118,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         )
     });
     let mut sim = Simulator::new(&policy, o.simulated_provider, true);
+    // Room for the inputs and what they cause; the log grows past it if needed.
+    sim.reserve_log(events.len().saturating_mul(6));
     for e in events {
         sim.push(e);
     }
