@@ -77,6 +77,31 @@ fn line(e: &Event) -> Line<'_> {
     }
 }
 
+/// What was taken from the simulator's log so far.
+#[derive(Default)]
+struct Written {
+    /// Inputs and the simulated provider's answers.
+    facts: usize,
+    /// Decisions, written out.
+    decisions: usize,
+}
+
+impl Written {
+    /// Writes the decisions in `log` as JSON lines, counts everything, and empties it.
+    fn drain(&mut self, log: &mut Vec<Event>, w: &mut impl Write) -> anyhow::Result<()> {
+        for e in log.drain(..) {
+            if e.is_decision() {
+                serde_json::to_writer(&mut *w, &line(&e))?;
+                w.write_all(b"\n")?;
+                self.decisions += 1;
+            } else {
+                self.facts += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads the events, runs them, writes the decisions.
 pub fn run(o: &Options) -> anyhow::Result<()> {
     let policy = match &o.policy {
@@ -117,27 +142,25 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             until.unwrap_or(Timestamp::from_micros(0)),
         )
     });
+    let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
+    let mut w = BufWriter::new(out);
+    // Decisions are written as they are made and the log emptied after each input: memory
+    // holds the accounts, not the whole history (a month of a large portfolio runs to GBs).
+    let mut written = Written::default();
     let mut sim = Simulator::new(&policy, o.simulated_provider, true);
-    // Room for the inputs and what they cause; the log grows past it if needed.
-    sim.reserve_log(events.len().saturating_mul(6));
     for e in events {
         sim.push(e);
+        written.drain(&mut sim.log, &mut w)?;
     }
     if let Some(t) = until {
         sim.advance_to(t);
-    }
-    let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
-    let mut w = BufWriter::new(out);
-    let mut decisions = 0usize;
-    for e in sim.log.iter().filter(|e| e.is_decision()) {
-        serde_json::to_writer(&mut w, &line(e))?;
-        w.write_all(b"\n")?;
-        decisions += 1;
+        written.drain(&mut sim.log, &mut w)?;
     }
     w.flush()?;
     eprintln!(
-        "{} events in, {decisions} decisions written to {}",
-        sim.log.len() - decisions,
+        "{} events in, {} decisions written to {}",
+        written.facts,
+        written.decisions,
         o.out.display()
     );
     if let Some(c) = comparison {
