@@ -81,6 +81,7 @@ bench: deps test-broker
 	$(CARGO) bench -p tacto-policy --bench state_size
 	TACTO_BENCH_ACCOUNTS=100000 $(CARGO) bench -p tacto-decide --bench restore
 	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
+	$(CARGO) bench -p tacto --bench simulate
 	$(CARGO) bench -p tacto --bench pipeline
 	PATH="$$HOME/.cargo/bin:$$PATH" TACTO_BENCH_BACKEND=kafka TACTO_BENCH_ACCOUNTS=2000 \
 	  TACTO_BENCH_PAYMENTS=500 $(CARGO) bench -p tacto --bench pipeline
