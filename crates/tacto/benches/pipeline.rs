@@ -328,6 +328,9 @@ impl Unpaid {
     }
 }
 
+/// A payment-to-recall latency printed on its own, with its time.
+const SLOW_RECALL: Duration = Duration::from_millis(100);
+
 /// Pays one account every `every` until `stop`; returns each payment's recall latency (from
 /// the acknowledgement to the job being gone), in microseconds.
 fn probe(base: &str, unpaid: &Unpaid, every: Duration, stop: &AtomicBool) -> Vec<u64> {
@@ -342,13 +345,23 @@ fn probe(base: &str, unpaid: &Unpaid, every: Duration, stop: &AtomicBool) -> Vec
         );
         payment(&agent, base, &account);
         let acked = Instant::now();
+        let acked_at = chrono::Utc::now();
         while !nothing_queued(&agent, base, &account) {
             assert!(
                 acked.elapsed() < Duration::from_secs(120),
                 "{account}: never recalled"
             );
         }
-        latencies.push(acked.elapsed().as_micros() as u64);
+        let latency = acked.elapsed();
+        if latency >= SLOW_RECALL {
+            // With its times, to set beside the service's log (`TACTO_BENCH_RUST_LOG`).
+            eprintln!(
+                "slow recall: {account}, {} ms, acknowledged at {}",
+                latency.as_millis(),
+                acked_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
+        }
+        latencies.push(latency.as_micros() as u64);
         if let Some(left) = every.checked_sub(started.elapsed()) {
             std::thread::sleep(left);
         }
