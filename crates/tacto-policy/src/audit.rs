@@ -100,7 +100,8 @@ fn allowed_at(
     for p in packs {
         if let Some(h) = &p.file.holidays
             && h.channels.contains(&channel)
-            && p.holidays.contains(&date)
+            && p.holidays.binary_search(&date).is_ok()
+        // sorted (`Pack::holidays`)
         {
             return false;
         }
@@ -414,4 +415,78 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Simulator, synthetic_inputs};
+
+    /// A simulated month of a small synthetic portfolio, every output recorded.
+    fn month(policy: &Policy) -> Vec<Event> {
+        let start = Timestamp::parse("2026-11-02T00:00:00Z").expect("time");
+        let mut sim = Simulator::new(policy, true, true);
+        for e in synthetic_inputs(5, 400, start, 30) {
+            sim.push(e);
+        }
+        sim.advance_to(start.plus(TimeDelta::days(30)));
+        sim.log
+    }
+
+    /// An account's events with its last scheduled contact moved to `at`, for one hour.
+    fn moved(events: &[&Event], at: &str) -> Vec<Event> {
+        let at = Timestamp::parse(at).expect("time");
+        let mut out: Vec<Event> = events.iter().map(|&e| e.clone()).collect();
+        if let Some(e) = out
+            .iter_mut()
+            .rev()
+            .find(|e| matches!(e.body, EventBody::ContactScheduled(_)))
+            && let EventBody::ContactScheduled(job) = &mut e.body
+        {
+            e.occurred_at = at;
+            job.not_before = at;
+            job.not_after = at.plus(TimeDelta::hours(1));
+        }
+        out
+    }
+
+    #[test]
+    fn contacts_moved_onto_a_holiday_or_into_the_night_are_reported() {
+        let policy = Policy::example();
+        let log = month(&policy);
+        assert!(audit(&log, &policy).is_empty());
+        let mut by_account: HashMap<&str, Vec<&Event>> = HashMap::new();
+        for e in &log {
+            by_account.entry(e.account_id.as_str()).or_default().push(e);
+        }
+        let chilean = |(_, events): &(&&str, &Vec<&Event>)| {
+            events.iter().any(|e| {
+                matches!(&e.body, EventBody::AccountUpserted(d) if d.jurisdiction.country == "CL")
+            }) && events
+                .iter()
+                .any(|e| matches!(e.body, EventBody::ContactScheduled(_)))
+        };
+        let check = |events: &[Event]| audit_account(&events.iter().collect::<Vec<_>>(), &policy);
+        // Wednesday 2026-12-09, noon in Santiago (UTC-3): allowed, for an account whose
+        // history leaves its last contact free to move there.
+        let (id, events) = by_account
+            .iter()
+            .filter(chilean)
+            .find(|(_, events)| check(&moved(events, "2026-12-09T15:00:00Z")).is_ok())
+            .expect("a Chilean account with a contact");
+        // The day before at the same hour is a public holiday (Inmaculada Concepción).
+        let holiday = check(&moved(events, "2026-12-08T15:00:00Z"));
+        assert!(
+            holiday
+                .as_ref()
+                .is_err_and(|e| e.contains("not allowed at")),
+            "{id}: {holiday:?}"
+        );
+        // The same Wednesday at 03:00 in Santiago.
+        let night = check(&moved(events, "2026-12-09T06:00:00Z"));
+        assert!(
+            night.as_ref().is_err_and(|e| e.contains("not allowed at")),
+            "{id}: {night:?}"
+        );
+    }
 }
