@@ -50,10 +50,13 @@ impl JobKey {
 
     /// Parses a job id made by [`JobKey::job_id`] for `account`.
     pub fn parse(job_id: &str, account: &str) -> Option<JobKey> {
+        // Split at single characters (a two-character pattern sets up a substring search on
+        // every call, and this runs for every job event folded).
         let rest = job_id.strip_prefix(account)?.strip_prefix(":c")?;
-        let (cycle, rest) = rest.split_once(":d")?;
-        let (day, rest) = rest.split_once('.')?;
-        let (slot, attempt) = rest.split_once(":a")?;
+        let (cycle, rest) = rest.split_once(':')?;
+        let (day, rest) = rest.strip_prefix('d')?.split_once('.')?;
+        let (slot, attempt) = rest.split_once(':')?;
+        let attempt = attempt.strip_prefix('a')?;
         Some(JobKey {
             cycle: cycle.parse().ok()?,
             day: day.parse().ok()?,
@@ -221,6 +224,16 @@ mod tests {
         assert_eq!(JobKey::parse(id.as_str(), "ACC:9"), Some(k));
         assert_eq!(JobKey::parse(id.as_str(), "ACC"), None);
         assert_eq!(JobKey::parse("garbage", "ACC:9"), None);
+        for bad in [
+            "ACC:9:c2:x:d14.1:a3",
+            "ACC:9:c2:d14.1:b3",
+            "ACC:9:c2:d14:1:a3",
+            "ACC:9:c2:d14.1",
+            "ACC:9:c:d14.1:a3",
+            "ACC:9:c2:d14.1:a3:a4",
+        ] {
+            assert_eq!(JobKey::parse(bad, "ACC:9"), None, "{bad}");
+        }
     }
 
     #[test]
