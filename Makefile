@@ -21,8 +21,13 @@ SEGMENTS_NPM_VERSION := 1.3.0
 SENDGRID_NPM_VERSION := 8.0.0
 ## Drives Debian's Chromium in the browser test (playwright-core never downloads a browser).
 PLAYWRIGHT_NPM_VERSION := 1.64.1
-## The Kafka-compatible broker of the real-broker tests (cached in ~/.cargo/bin once built).
+## The Kafka-compatible broker of the real-broker tests: Tansu on SQLite, with two fixes to its
+## fetch path (deploy/test-broker/build.sh says which and why). Built once per version and patch
+## into ~/.cargo/tacto-test-broker, and reused afterwards.
 TANSU_VERSION := 0.6.0
+TANSU_PATCH := deploy/test-broker/tansu-sqlite-fetch.patch
+TEST_BROKER_DIR := $(HOME)/.cargo/tacto-test-broker/tansu-$(TANSU_VERSION)-$(shell sha256sum $(TANSU_PATCH) | cut -c1-12)
+export TANSU := $(TEST_BROKER_DIR)/bin/tansu
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -34,8 +39,7 @@ system-deps:
 
 ## About 10 minutes the first time on 2 cores; reused afterwards.
 test-broker:
-	@tansu --version 2>/dev/null | grep -q '$(TANSU_VERSION)' || \
-	  $(CARGO) install tansu --version $(TANSU_VERSION) --locked --features libsql
+	@[ -x '$(TANSU)' ] || bash deploy/test-broker/build.sh $(TANSU_VERSION) '$(TEST_BROKER_DIR)'
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
 ## Python's fastavro (an independent Avro reader for the wire-contract tests), and PyYAML with
@@ -70,7 +74,7 @@ lint: deps
 	python3 deploy/lint.py target/debug/tacto
 
 test: lint test-broker
-	PATH="$$HOME/.cargo/bin:$$PATH" $(CARGO) test --workspace -- --skip a_full_disk
+	$(CARGO) test --workspace -- --skip a_full_disk
 
 ## Figures and method: BENCHMARKS.md (about half an hour; the pipeline bench alone took 23 min).
 ## TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench; the pipeline bench reads
@@ -83,7 +87,7 @@ bench: deps test-broker
 	TACTO_BENCH_ACCOUNTS=1000000 $(CARGO) bench -p tacto-decide --bench restore
 	$(CARGO) bench -p tacto --bench simulate
 	$(CARGO) bench -p tacto --bench pipeline
-	PATH="$$HOME/.cargo/bin:$$PATH" TACTO_BENCH_BACKEND=kafka TACTO_BENCH_ACCOUNTS=2000 \
+	TACTO_BENCH_BACKEND=kafka TACTO_BENCH_ACCOUNTS=2000 \
 	  TACTO_BENCH_PAYMENTS=500 $(CARGO) bench -p tacto --bench pipeline
 
 ## Fault injection, bounded in time (figures and method: RELIABILITY.md): 25 SIGKILLs of tacto
@@ -94,7 +98,7 @@ bench: deps test-broker
 ## events, 4 kills and the broker down 5 s on Kafka).
 chaos: deps test-broker
 	TACTO_CHAOS_EVENTS=100000 TACTO_CHAOS_KILLS=25 $(CARGO) test --release -p tacto --test chaos -- --nocapture
-	PATH="$$HOME/.cargo/bin:$$PATH" TACTO_CHAOS_EVENTS=3000 TACTO_CHAOS_KILLS=10 TACTO_CHAOS_RATE=8 \
+	TACTO_CHAOS_EVENTS=3000 TACTO_CHAOS_KILLS=10 TACTO_CHAOS_RATE=8 \
 	  TACTO_CHAOS_BROKER_DOWN_SECS=30 $(CARGO) test --release -p tacto --test kafka_chaos -- --nocapture
 	$(CARGO) test --release -p tacto --test disk_full -- --nocapture
 

@@ -577,3 +577,38 @@ fn import_and_explain_work_against_the_kafka_services() {
     assert!(text.contains("contact_scheduled"), "{text}");
     assert!(text.contains("- step_due:"), "{text}");
 }
+
+#[test]
+fn a_partition_follower_receives_records_as_they_arrive() {
+    use tacto_log::kafka::PartitionFollower;
+    let c = Cluster::new(2);
+    let log = c.broker.log();
+    let topic = "follow.me";
+    log.create_topic(topic, 2).expect("create topic");
+    let mut f = PartitionFollower::new(log.settings(), topic).expect("follower");
+    f.follow(&[0, 1]).expect("follow");
+    let mut seen = Vec::new();
+    let n = f
+        .receive(Duration::from_millis(300), 100, |d| seen.push(d.record.key))
+        .expect("receive from an empty topic");
+    assert_eq!((n, seen.len()), (0, 0), "nothing written, nothing received");
+
+    let records: Vec<Record> = (0..5)
+        .map(|i| Record::new(&format!("k{i}"), format!("v{i}").into_bytes()))
+        .collect();
+    log.append(topic, &records).expect("produce");
+    let started = Instant::now();
+    while seen.len() < 5 && started.elapsed() < Duration::from_secs(30) {
+        let n = f
+            .receive(Duration::from_millis(200), 2, |d| seen.push(d.record.key))
+            .expect("receive");
+        assert!(n <= 2, "at most `max` records per call, got {n}");
+    }
+    seen.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    assert_eq!(seen, want, "each record once");
+    let again = f
+        .receive(Duration::from_millis(300), 100, |d| seen.push(d.record.key))
+        .expect("receive again");
+    assert_eq!(again, 0, "nothing received twice");
+}

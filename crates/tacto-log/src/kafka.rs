@@ -750,6 +750,33 @@ impl PartitionFollower {
         self.reassign()
     }
 
+    /// Applies the records that arrive within `wait` (returning as soon as the first has come
+    /// and whatever else is already fetched is applied, at most `max`): how a read-only view
+    /// stays current without asking for the end offsets on every round. Returns how many.
+    pub fn receive(
+        &mut self,
+        wait: Duration,
+        max: usize,
+        mut apply: impl FnMut(Delivered),
+    ) -> Result<usize, LogError> {
+        let mut n = 0;
+        let mut timeout = wait;
+        while n < max {
+            let Some(m) = self.consumer.poll(timeout) else {
+                break;
+            };
+            let m = m.map_err(kafka)?;
+            let p = m.partition() as u32;
+            if let Some(pos) = self.positions.get_mut(&p) {
+                *pos = m.offset() + 1;
+                apply(delivered(&m));
+                n += 1;
+            }
+            timeout = Duration::ZERO;
+        }
+        Ok(n)
+    }
+
     /// Reads every followed partition up to the end offset it has now; `apply` sees each
     /// record in order.
     pub fn catch_up(&mut self, mut apply: impl FnMut(Delivered)) -> Result<(), LogError> {

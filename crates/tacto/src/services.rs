@@ -218,12 +218,26 @@ fn follow_all(
         tracing::error!(error = %e, "cannot follow decide's state");
         return;
     }
-    while !*stop.borrow() {
+    // Ready once caught up with what decide had written at the start; from then on each
+    // record is applied as it arrives (no sleeping between rounds: a payment's recall shows in
+    // the API one broker hop after decide wrote it).
+    while !*stop.borrow() && !view.is_ready() {
         match follower.catch_up(|d| tacto_decide::kafka::apply_entry(view, d)) {
             Ok(()) => view.set_ready(true),
-            Err(e) => tracing::warn!(error = %e, "following decide's state"),
+            Err(e) => {
+                tracing::warn!(error = %e, "following decide's state");
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
-        std::thread::sleep(Duration::from_millis(200));
+    }
+    while !*stop.borrow() {
+        let received = follower.receive(Duration::from_millis(200), 10_000, |d| {
+            tacto_decide::kafka::apply_entry(view, d)
+        });
+        if let Err(e) = received {
+            tracing::warn!(error = %e, "following decide's state");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
