@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tacto_log::kafka::{KafkaLog, KafkaSettings};
 use tacto_log::{EventLog, Record, events};
 
-/// The test broker's binary: `TANSU`, or `tansu` on the PATH, or in `~/.cargo/bin`.
+/// The test broker's binary: `TANSU` (which the Makefile sets to the patched build of
+/// `make test-broker`), or else `tansu` on the PATH or in `~/.cargo/bin`.
 pub fn tansu() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU") {
         return p.into();
