@@ -594,7 +594,7 @@ fn a_partition_follower_receives_records_as_they_arrive() {
     assert_eq!((n, seen.len()), (0, 0), "nothing written, nothing received");
 
     let records: Vec<Record> = (0..5)
-        .map(|i| Record::new(&format!("k{i}"), format!("v{i}").into_bytes()))
+        .map(|i| Record::new(format!("k{i}"), format!("v{i}").into_bytes()))
         .collect();
     log.append(topic, &records).expect("produce");
     let started = Instant::now();
