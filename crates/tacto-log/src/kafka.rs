@@ -276,6 +276,21 @@ fn poisoned() -> LogError {
 }
 
 /// A record read from Kafka, in the port's shape.
+/// Moves a followed partition's position past `m` and applies it; false (nothing applied) for
+/// a partition no longer followed.
+fn advance(
+    positions: &mut BTreeMap<u32, i64>,
+    m: &BorrowedMessage<'_>,
+    apply: &mut impl FnMut(Delivered),
+) -> bool {
+    let Some(pos) = positions.get_mut(&(m.partition() as u32)) else {
+        return false;
+    };
+    *pos = m.offset() + 1;
+    apply(delivered(m));
+    true
+}
+
 fn delivered(m: &BorrowedMessage<'_>) -> Delivered {
     let headers = m
         .headers()
@@ -765,11 +780,7 @@ impl PartitionFollower {
             let Some(m) = self.consumer.poll(timeout) else {
                 break;
             };
-            let m = m.map_err(kafka)?;
-            let p = m.partition() as u32;
-            if let Some(pos) = self.positions.get_mut(&p) {
-                *pos = m.offset() + 1;
-                apply(delivered(&m));
+            if advance(&mut self.positions, &m.map_err(kafka)?, &mut apply) {
                 n += 1;
             }
             timeout = Duration::ZERO;
@@ -797,11 +808,7 @@ impl PartitionFollower {
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
-                    let p = m.partition() as u32;
-                    if let Some(pos) = self.positions.get_mut(&p) {
-                        *pos = m.offset() + 1;
-                        apply(delivered(&m));
-                    }
+                    advance(&mut self.positions, &m, &mut apply);
                 }
                 Some(Err(e)) => return Err(kafka(e)),
                 None => {
