@@ -9,9 +9,10 @@ SHELL := /bin/bash
 
 .PHONY: run test bench chaos lint fmt deps system-deps test-broker build demo
 
-## Debian packages librdkafka is built with (rdkafka's cmake-build feature), and the browser of
+## Debian packages: curl and patch (deploy/test-broker/build.sh), what librdkafka is built with
+## (rdkafka's cmake-build feature), and the browser of
 ## the self-service and console end-to-end test (tests/browser.rs).
-SYSTEM_PKGS := cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev chromium
+SYSTEM_PKGS := curl patch cmake pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev chromium
 ## npm packages (in tools/node): Twilio's official helper library, which the Twilio signature
 ## test checks against.
 TWILIO_NPM_VERSION := 5.13.1
@@ -38,7 +39,7 @@ system-deps:
 	fi
 
 ## About 10 minutes the first time on 2 cores; reused afterwards.
-test-broker:
+test-broker: system-deps
 	@[ -x '$(TANSU)' ] || bash deploy/test-broker/build.sh $(TANSU_VERSION) '$(TEST_BROKER_DIR)'
 
 ## What the checks use: Rust toolchain components (rustup is on every machine of this project)
