@@ -81,18 +81,33 @@ impl JobStore for KafkaJobStore {
     }
 
     fn set_state(&self, account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError> {
-        let partition = partition_for(account.as_str(), self.partitions);
-        let record = Record::new(job.as_str(), s.as_bytes().to_vec());
-        tokio::task::block_in_place(|| {
-            self.log
-                .append_to(events::DISPATCH_JOBS.name(), &[(partition, &record)])
-        })?;
-        self.states
+        self.set_states(&[(account.clone(), job.clone(), s)])
+    }
+
+    /// One produce of all the states, acknowledged before any is cached.
+    fn set_states(&self, states: &[(AccountId, JobId, JobState)]) -> Result<(), LogError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(u32, Record)> = states
+            .iter()
+            .map(|(account, job, s)| {
+                let partition = partition_for(account.as_str(), self.partitions);
+                (partition, Record::new(job.as_str(), s.as_bytes().to_vec()))
+            })
+            .collect();
+        let routed: Vec<(u32, &Record)> = records.iter().map(|(p, r)| (*p, r)).collect();
+        tokio::task::block_in_place(|| self.log.append_to(events::DISPATCH_JOBS.name(), &routed))?;
+        let mut cache = self
+            .states
             .write()
-            .map_err(|_| LogError::Storage("lock poisoned".into()))?
-            .entry(partition)
-            .or_default()
-            .insert(job.0.clone(), s);
+            .map_err(|_| LogError::Storage("lock poisoned".into()))?;
+        for ((_, job, s), (partition, _)) in states.iter().zip(&records) {
+            cache
+                .entry(*partition)
+                .or_default()
+                .insert(job.0.clone(), *s);
+        }
         Ok(())
     }
 }

@@ -251,6 +251,20 @@ struct Inner {
     /// decides the tail of the log again after a restart, with the same job ids): the twin
     /// that finds its job in flight leaves it to the first.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Jobs waiting to be finished as not sent: whoever takes the transition lock next
+    /// finishes all of them in one write (see [`Inner::finish_unsent`]).
+    unsent: std::sync::Mutex<Vec<Unsent>>,
+}
+
+/// A job never handed to a provider, waiting to be finished as not sent.
+struct Unsent {
+    account: AccountId,
+    job: JobId,
+    channel: Channel,
+    /// Its report, made in the job's own trace.
+    report: (String, tacto_log::Record),
+    /// Told when the job is finished (or why it could not be).
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// Holds a job in the set of jobs in flight until dropped.
@@ -406,6 +420,7 @@ impl Dispatch {
                 limiters,
                 transitions: tokio::sync::Mutex::new(()),
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+                unsent: Default::default(),
             }),
             in_flight: Arc::new(std::sync::Mutex::new(vec![
                 Default::default();
@@ -546,17 +561,91 @@ impl Inner {
     /// already: the same job can be on the contacts topic twice (decide decides the tail of the
     /// log again after a restart, with the same job ids), and the twin may have sent it while
     /// this one waited.
+    ///
+    /// Group commit: the job joins a queue, and whoever takes the transition lock next finishes
+    /// every job queued by then in one write (on Kafka one round trip to the broker for the
+    /// states and one for the reports, instead of two per job while the lock is held).
     async fn finish_unsent(
         &self,
         account: &AccountId,
         job: &ContactJob,
         at: Timestamp,
     ) -> Result<(), LogError> {
-        let _t = self.transitions.lock().await;
-        if self.state(&job.job_id)?.is_some() {
-            return Ok(());
+        let report = Self::job_report(
+            account,
+            &job.job_id,
+            job.channel,
+            OutcomeStatus::NotSent,
+            at,
+        )?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        self.unsent.lock().map_err(|_| poisoned())?.push(Unsent {
+            account: account.clone(),
+            job: job.job_id.clone(),
+            channel: job.channel,
+            report,
+            done,
+        });
+        {
+            let _t = self.transitions.lock().await;
+            let queued = std::mem::take(&mut *self.unsent.lock().map_err(|_| poisoned())?);
+            self.finish_unsent_now(queued);
         }
-        self.finish(account, job, JobState::NotSent, OutcomeStatus::NotSent, at)
+        // Queued before the lock was asked for: finished by this task or one before it.
+        match finished.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(LogError::Storage(why)),
+            Err(_) => Err(LogError::Storage("a job to finish was dropped".into())),
+        }
+    }
+
+    /// Finishes `queued` jobs as not sent in one write, under the transition lock, and tells
+    /// each how it went. A job finished already (recalled, or sent by its twin) is left as it
+    /// is; a job whose task gave up waiting (its partition was taken away) is left to the new
+    /// owner.
+    fn finish_unsent_now(&self, queued: Vec<Unsent>) {
+        let mut seen = std::collections::HashSet::new();
+        let mut states = Vec::new();
+        let mut reports = Vec::new();
+        let mut waiting = Vec::with_capacity(queued.len());
+        let mut failed = Vec::new();
+        let mut channels = Vec::new();
+        for u in queued {
+            if u.done.is_closed() {
+                continue;
+            }
+            match self.state(&u.job) {
+                Ok(None) if seen.insert(u.job.clone()) => {
+                    states.push((u.account.clone(), u.job.clone(), JobState::NotSent));
+                    reports.push(u.report);
+                    channels.push(u.channel);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.push((u.done, e.to_string()));
+                    continue;
+                }
+            }
+            waiting.push(u.done);
+        }
+        let result = if states.is_empty() {
+            Ok(())
+        } else {
+            self.jobs
+                .finish_jobs(&*self.log, &states, &reports, Durability::Deferred)
+                .map_err(|e| e.to_string())
+        };
+        if result.is_ok() {
+            for channel in channels {
+                count_job(channel, JobState::NotSent.name());
+            }
+        }
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+        for (done, why) in failed {
+            let _ = done.send(Err(why));
+        }
     }
 
     /// The last look: whether the account's current state forbids this job now (a payment, a
@@ -1103,6 +1192,13 @@ fn count_job(channel: Channel, status: &str) {
         .inc();
 }
 
+fn poisoned() -> LogError {
+    LogError::Storage("lock poisoned".into())
+}
+
 fn chrono_delta(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
+
+#[cfg(test)]
+mod tests;

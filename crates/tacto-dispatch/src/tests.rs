@@ -1,0 +1,147 @@
+//! Unit tests of the dispatcher's internals.
+
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tacto_log::embedded::EmbeddedLog;
+use tacto_model::samples;
+
+/// The blob store, counting its writes of finished jobs.
+struct CountingStore {
+    blobs: BlobJobStore,
+    finishes: AtomicUsize,
+}
+
+impl JobStore for CountingStore {
+    fn state(&self, job: &JobId) -> Result<Option<JobState>, LogError> {
+        self.blobs.state(job)
+    }
+
+    fn set_state(&self, account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError> {
+        self.blobs.set_state(account, job, s)
+    }
+
+    fn finish_jobs(
+        &self,
+        log: &dyn EventLog,
+        states: &[(AccountId, JobId, JobState)],
+        reports: &[(String, tacto_log::Record)],
+        durability: Durability,
+    ) -> Result<(), LogError> {
+        self.finishes.fetch_add(1, Ordering::SeqCst);
+        self.blobs.finish_jobs(log, states, reports, durability)
+    }
+}
+
+fn sample_job(id: &str) -> ContactJob {
+    let mut job = samples::sample_events()
+        .into_iter()
+        .find_map(|e| match e.body {
+            EventBody::ContactScheduled(job) => Some(job),
+            _ => None,
+        })
+        .expect("the samples schedule a job");
+    job.job_id = JobId(id.into());
+    job
+}
+
+/// Not-sent outcomes reported on the events topic, per job.
+fn not_sent_reports(log: &EmbeddedLog) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in 0..log.partitions(events::EVENTS.name()).expect("partitions") {
+        for d in log.read(events::EVENTS.name(), p, 0, 10_000).expect("read") {
+            if let Ok(Event {
+                body:
+                    EventBody::ContactOutcome {
+                        job_id: Some(job),
+                        status: OutcomeStatus::NotSent,
+                        ..
+                    },
+                ..
+            }) = events::from_record(&d.record)
+            {
+                *out.entry(job.to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Jobs finished as not sent while the transition lock is busy are written together, once
+/// each; a job finished already keeps its state and gets no second report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_not_sent_are_finished_together_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
+    events::create_topics(&*log, 2).expect("topics");
+    let store = Arc::new(CountingStore {
+        blobs: BlobJobStore(log.clone()),
+        finishes: AtomicUsize::new(0),
+    });
+    let policy = Policy::from_toml(
+        "version = \"t\"\n[[segments]]\nname = \"all\"\ncadence = \"main\"\n[cadences.main]\nsteps = []\n",
+    )
+    .expect("policy");
+    let sink = crate::FileSink::open(dir.path().join("outbox.jsonl")).expect("outbox");
+    let d = Dispatch::with_store(
+        log.clone(),
+        store.clone(),
+        Arc::new(policy),
+        Arc::new(DecideState::default()),
+        Arc::new(Adapters::new(sink)),
+        DispatchConfig::default(),
+        2,
+    )
+    .expect("dispatch");
+    let inner = d.inner.clone();
+    let account = AccountId("A-1".into());
+    inner
+        .jobs
+        .set_state(&account, &JobId("sent-before".into()), JobState::Sent)
+        .expect("state");
+    let at = Timestamp::parse("2026-11-23T15:00:00Z").expect("time");
+
+    // Hold the lock (a recall in progress) while 40 jobs, one of them twice and one sent
+    // before, are finished as not sent.
+    let held = inner.transitions.lock().await;
+    let mut ids: Vec<String> = (0..38).map(|i| format!("job-{i}")).collect();
+    ids.push("job-0".into());
+    ids.push("sent-before".into());
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let (inner, account, job) = (inner.clone(), account.clone(), sample_job(id));
+        tasks.push(tokio::spawn(async move {
+            inner.finish_unsent(&account, &job, at).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    while inner.unsent.lock().expect("queue").len() < ids.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "jobs not queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(held);
+    for t in tasks {
+        t.await.expect("task").expect("finished");
+    }
+
+    assert_eq!(
+        store.finishes.load(Ordering::SeqCst),
+        1,
+        "one write for all"
+    );
+    for i in 0..38 {
+        let job = JobId(format!("job-{i}"));
+        assert_eq!(inner.state(&job).expect("state"), Some(JobState::NotSent));
+    }
+    let sent_before = JobId("sent-before".into());
+    assert_eq!(
+        inner.state(&sent_before).expect("state"),
+        Some(JobState::Sent)
+    );
+    let reports = not_sent_reports(&log);
+    assert_eq!(reports.len(), 38, "{reports:?}");
+    assert!(reports.values().all(|n| *n == 1), "{reports:?}");
+    assert!(!reports.contains_key("sent-before"));
+}
