@@ -1108,7 +1108,15 @@ impl Dispatch {
     }
 }
 
-/// Starts a job's task once it passed its gate; releases its offset when the task ends.
+/// How long a job whose handling failed (its state or outcome could not be written: a broker
+/// outage, a full disk) waits before it is handled again, at first and at most.
+const JOB_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Starts a job's task once it passed its gate; releases its offset when the task ends. A job
+/// whose handling fails is handled again (its offset stays in flight, so the committed offset
+/// does not pass it) until it succeeds or its partition is taken away: its new owner handles it
+/// from the committed offset. Handling again is safe: a job recorded as attempted is reported
+/// ambiguous, never sent again.
 fn start_job(inner: Arc<Inner>, w: Waiting, passage: Passage) {
     let span = tracing::info_span!("dispatch.job", channel = w.job.channel.as_str());
     continue_trace(&span, &w.headers);
@@ -1118,11 +1126,17 @@ fn start_job(inner: Arc<Inner>, w: Waiting, passage: Passage) {
         .find(|(k, _)| k == TRACEPARENT)
         .map(|(_, v)| v.clone().into_owned());
     let task = async move {
-        if let Err(err) = inner
+        let mut pause = JOB_RETRY.0;
+        while let Err(err) = inner
             .handle_job(w.partition, &w.account, &w.job, w.clock, passage)
             .await
         {
-            tracing::error!(job = %w.job.job_id, error = %err, "dispatch failed");
+            tracing::error!(job = %w.job.job_id, error = %err, retry_in = ?pause, "dispatch failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = inner.revoked(w.partition) => break,
+            }
+            pause = (pause * 2).min(JOB_RETRY.1);
         }
         release(&w.offsets, w.partition, w.offset);
     };

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_model::samples;
 
-/// The blob store, counting its writes of finished jobs.
+/// The blob store, counting its writes of finished jobs and failing the first `failing` of
+/// them (a broker outage).
 struct CountingStore {
     blobs: BlobJobStore,
     finishes: AtomicUsize,
+    failing: usize,
 }
 
 impl JobStore for CountingStore {
@@ -27,7 +29,9 @@ impl JobStore for CountingStore {
         reports: &[(String, tacto_log::Record)],
         durability: Durability,
     ) -> Result<(), LogError> {
-        self.finishes.fetch_add(1, Ordering::SeqCst);
+        if self.finishes.fetch_add(1, Ordering::SeqCst) < self.failing {
+            return Err(LogError::Storage("the broker is down".into()));
+        }
         self.blobs.finish_jobs(log, states, reports, durability)
     }
 }
@@ -66,22 +70,24 @@ fn not_sent_reports(log: &EmbeddedLog) -> BTreeMap<String, usize> {
     out
 }
 
-/// Jobs finished as not sent while the transition lock is busy are written together, once
-/// each; a job finished already keeps its state and gets no second report.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_not_sent_are_finished_together_once_each() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
+/// A dispatcher over a counting store whose first `failing` writes of finished jobs fail, on
+/// an embedded log in `dir`; it knows no account.
+fn dispatcher(
+    dir: &std::path::Path,
+    failing: usize,
+) -> (Arc<EmbeddedLog>, Arc<CountingStore>, Dispatch) {
+    let log = Arc::new(EmbeddedLog::open(dir.join("log.redb")).expect("log"));
     events::create_topics(&*log, 2).expect("topics");
     let store = Arc::new(CountingStore {
         blobs: BlobJobStore(log.clone()),
         finishes: AtomicUsize::new(0),
+        failing,
     });
     let policy = Policy::from_toml(
         "version = \"t\"\n[[segments]]\nname = \"all\"\ncadence = \"main\"\n[cadences.main]\nsteps = []\n",
     )
     .expect("policy");
-    let sink = crate::FileSink::open(dir.path().join("outbox.jsonl")).expect("outbox");
+    let sink = crate::FileSink::open(dir.join("outbox.jsonl")).expect("outbox");
     let d = Dispatch::with_store(
         log.clone(),
         store.clone(),
@@ -92,6 +98,16 @@ async fn jobs_not_sent_are_finished_together_once_each() {
         2,
     )
     .expect("dispatch");
+    d.inner.owned.write().expect("owned").extend(0..2);
+    (log, store, d)
+}
+
+/// Jobs finished as not sent while the transition lock is busy are written together, once
+/// each; a job finished already keeps its state and gets no second report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_not_sent_are_finished_together_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, store, d) = dispatcher(dir.path(), 0);
     let inner = d.inner.clone();
     let account = AccountId("A-1".into());
     inner
@@ -144,4 +160,44 @@ async fn jobs_not_sent_are_finished_together_once_each() {
     assert_eq!(reports.len(), 38, "{reports:?}");
     assert!(reports.values().all(|n| *n == 1), "{reports:?}");
     assert!(!reports.contains_key("sent-before"));
+}
+
+/// A job whose outcome cannot be written (the broker is down) is handled again until it is,
+/// and its offset stays in flight until then: the committed offset never passes a job without
+/// an outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_outcome_cannot_be_written_is_handled_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, store, d) = dispatcher(dir.path(), 2);
+    let offsets = d.in_flight.clone();
+    offsets.lock().expect("offsets")[1].insert(41);
+    let job = sample_job("unknown-account-job");
+    let waiting = Waiting {
+        partition: 1,
+        offset: 41,
+        account: AccountId("A-unknown".into()),
+        job,
+        headers: Vec::new(),
+        clock: || Timestamp::parse("2026-11-23T15:00:00Z").expect("time"),
+        offsets: offsets.clone(),
+    };
+    // Unknown to decide's state: refused by the last look, finished as not sent.
+    start_job(d.inner.clone(), waiting, Passage::Token);
+
+    let started = std::time::Instant::now();
+    while offsets.lock().expect("offsets")[1].contains(&41) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the job never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        store.finishes.load(Ordering::SeqCst),
+        3,
+        "two failed writes, then one"
+    );
+    let job = JobId("unknown-account-job".into());
+    assert_eq!(d.inner.state(&job).expect("state"), Some(JobState::NotSent));
+    assert_eq!(not_sent_reports(&log).get("unknown-account-job"), Some(&1));
 }
