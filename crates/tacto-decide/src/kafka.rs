@@ -180,25 +180,28 @@ impl KafkaDecide {
         })
     }
 
-    fn rebalanced(&mut self, change: Rebalanced) {
+    fn rebalanced(&mut self, change: Rebalanced, shutdown: &tokio::sync::watch::Receiver<bool>) {
         match change {
             Rebalanced::Assigned(ps) => {
                 // A partition is processed only once its state is back: retry until it is (the
-                // assignment is not announced again).
+                // assignment is not announced again), or until the process is told to stop:
+                // a partition not restored is not owned, so none of its offsets is committed.
                 for p in ps {
-                    loop {
-                        match restore_partition(self.log.settings(), &self.state, p) {
-                            Ok(n) => {
-                                tracing::info!(partition = p, accounts = n, "partition restored");
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::error!(partition = p, error = %e, "cannot restore the partition; retrying");
-                                std::thread::sleep(Duration::from_millis(500));
-                            }
+                    let restored = retry_until_stopped(shutdown, RESTORE_RETRY, || {
+                        restore_partition(self.log.settings(), &self.state, p).inspect_err(|e| {
+                            tracing::error!(partition = p, error = %e, "cannot restore the partition; retrying");
+                        })
+                    });
+                    match restored {
+                        Some(n) => {
+                            tracing::info!(partition = p, accounts = n, "partition restored");
+                            self.owned.insert(p);
+                        }
+                        None => {
+                            tracing::info!(partition = p, "stopping: partition not restored");
+                            return;
                         }
                     }
-                    self.owned.insert(p);
                 }
             }
             Rebalanced::Revoked(ps) => {
@@ -223,11 +226,12 @@ impl KafkaDecide {
         consumer: &GroupConsumer,
         now: Timestamp,
         wait: Duration,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<usize, DecideError> {
         self.flush(consumer)?;
         let (changes, batch) = consumer.poll(self.config.batch, wait)?;
         for c in changes {
-            self.rebalanced(c);
+            self.rebalanced(c, shutdown);
         }
         let mut outputs: Vec<Output> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
@@ -314,13 +318,41 @@ impl KafkaDecide {
             let wait = self
                 .state
                 .until_next_timer(clock(), Duration::from_millis(200));
-            if let Err(e) = self.step(&consumer, clock(), wait) {
+            if let Err(e) = self.step(&consumer, clock(), wait, &shutdown) {
                 tracing::error!(error = %e, "decide step failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
         consumer.commit();
         Ok(())
+    }
+}
+
+/// How long a failed partition restore waits before it tries again.
+const RESTORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Calls `attempt` until it succeeds, `pause` apart; `None` as soon as `shutdown` turns true
+/// (checked before each attempt and during each pause).
+fn retry_until_stopped<T, E>(
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    pause: Duration,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Option<T> {
+    const TICK: Duration = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        if let Ok(v) = attempt() {
+            return Some(v);
+        }
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until {
+            if *shutdown.borrow() {
+                return None;
+            }
+            std::thread::sleep(TICK.min(pause));
+        }
     }
 }
 
@@ -338,6 +370,43 @@ mod tests {
             .flat_map(|p| log.read(topic, p, 0, 10_000).expect("read"))
             .map(|d| d.record)
             .collect()
+    }
+
+    /// A restore that keeps failing (an unreachable broker) gives up once the process is told
+    /// to stop, within a pause; one that fails then succeeds returns its value.
+    #[test]
+    fn a_failing_retry_stops_when_told_to() {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = stop.send(true);
+        });
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        let got: Option<()> = retry_until_stopped(&shutdown, Duration::from_secs(3600), || {
+            tries += 1;
+            Err("AllBrokersDown")
+        });
+        stopper.join().expect("stopper");
+        assert_eq!(got, None);
+        assert_eq!(tries, 1, "one try, then the pause was cut short");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let (_stop, running) = tokio::sync::watch::channel(false);
+        let mut left = 2;
+        let got = retry_until_stopped(&running, Duration::from_millis(1), || {
+            if left == 0 {
+                Ok(7)
+            } else {
+                left -= 1;
+                Err("not yet")
+            }
+        });
+        assert_eq!(got, Some(7));
     }
 
     #[test]
