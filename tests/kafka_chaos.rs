@@ -95,6 +95,11 @@ struct Services {
     dispatch: Service,
 }
 
+/// After the run, how long the check waits for jobs without an outcome to get one when none
+/// does meanwhile, and at most in all.
+const SETTLE_STALL: Duration = Duration::from_secs(60);
+const SETTLE_MAX: Duration = Duration::from_secs(900);
+
 /// How long a killed instance stays dead: past its session, so that its successor joins a
 /// group the dead member has left. Tansu 0.6.0 gave a successor that joined while the dead
 /// member was still in the group an empty assignment and never rebalanced after the dead
@@ -237,11 +242,13 @@ fn sigkills_a_broker_outage_and_a_faulty_provider_lose_nothing_and_break_no_rule
     let pushed = started.elapsed();
     let faults = killer.join().expect("killer");
 
-    // Settle: wait until the provider is quiet and every decided job has an outcome.
+    // Settle: wait until the provider is quiet and every decided job has an outcome, as long
+    // as jobs keep getting one (dispatch works through the backlog the broker outage left).
     let c = cluster.lock().expect("cluster");
     let settle = Instant::now();
     let mut o = Outcomes::default();
-    while settle.elapsed() < Duration::from_secs(120) {
+    let mut progress = (usize::MAX, Instant::now());
+    while progress.1.elapsed() < SETTLE_STALL && settle.elapsed() < SETTLE_MAX {
         wait_quiet(&deliveries);
         o = Outcomes::read(
             c.topic(events::DECISIONS).iter(),
@@ -249,6 +256,9 @@ fn sigkills_a_broker_outage_and_a_faulty_provider_lose_nothing_and_break_no_rule
         );
         if o.pending() == 0 {
             break;
+        }
+        if o.pending() < progress.0 {
+            progress = (o.pending(), Instant::now());
         }
     }
     let settled = settle.elapsed();

@@ -316,10 +316,14 @@ impl Outcomes {
 
     /// Jobs decided that have no outcome yet.
     pub fn pending(&self) -> usize {
+        self.unreported().count()
+    }
+
+    /// The ids of jobs decided that have no outcome yet.
+    fn unreported(&self) -> impl Iterator<Item = &String> {
         self.scheduled
             .keys()
             .filter(|j| !self.reported.contains_key(*j))
-            .count()
     }
 }
 
@@ -329,6 +333,8 @@ pub struct Verdict {
     duplicates: Vec<String>,
     violations: Vec<String>,
     pending: usize,
+    /// Some of the jobs without an outcome (the first in id order), to look for in the logs.
+    pending_sample: Vec<String>,
     leaked: Vec<String>,
     misreported: Vec<String>,
     phantom: Vec<String>,
@@ -431,6 +437,12 @@ pub fn verify(
         duplicates,
         violations,
         pending: o.pending(),
+        pending_sample: {
+            let mut ids: Vec<String> = o.unreported().cloned().collect();
+            ids.sort();
+            ids.truncate(10);
+            ids
+        },
         leaked,
         misreported,
         phantom,
@@ -465,7 +477,11 @@ impl Verdict {
             "contact after a stop: {:?}",
             self.violations
         );
-        assert_eq!(self.pending, 0, "jobs without an outcome");
+        assert_eq!(
+            self.pending, 0,
+            "jobs without an outcome, among them {:?}",
+            self.pending_sample
+        );
         assert!(
             self.leaked.is_empty(),
             "reported not sent, yet delivered: {:?}",

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tacto_log::kafka::{KafkaLog, KafkaSettings};
+use tacto_log::kafka::{KafkaLog, KafkaSettings, read_partition_to_end};
 use tacto_log::{EventLog, Record, events};
 
 /// The test broker's binary: `TANSU` (which the Makefile sets to the patched build of
@@ -366,17 +366,16 @@ impl Cluster {
                 .strip_prefix(events::DEFAULT_PREFIX)
                 .unwrap_or_default()
         );
+        // A consumer streaming each partition to its end (what a restore does): reading in
+        // batches of `EventLog::read` costs a round of assign and fetch per batch, about a
+        // second each on the test broker, minutes for a chaos run's topics.
         let log = self.broker.log();
+        let settings = KafkaSettings::new(self.broker.addr());
         for p in 0..log.partitions(topic).expect("partitions") {
-            let mut from = 0;
-            loop {
-                let batch = log.read(topic, p, from, 500).expect("read");
-                let Some(last) = batch.last() else { break };
-                from = last.position.offset + 1;
-                for d in batch {
-                    each(p, d.position.offset, d.record);
-                }
-            }
+            read_partition_to_end(&settings, topic, p, |d| {
+                each(p, d.position.offset, d.record);
+            })
+            .expect("read");
         }
     }
 
@@ -395,6 +394,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
+        }
+        if std::env::var_os("TACTO_TEST_KEEP_DIR").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("==== kept for inspection: {}", self.path().display());
         }
         let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path())
             .into_iter()
