@@ -10,7 +10,12 @@
 # record's headers in an unindexed table. Both grow with the topic, so a consumer that is behind
 # (a service restoring, or a load of 20,000 accounts) made the broker scan its whole store on
 # every fetch: 512 records consumed in 5 minutes at 100% of a core. The patch bounds a fetch to
-# 1,000 records and indexes the headers by (partition, offset). Kafka's protocol is unchanged.
+# 1,000 records and indexes the headers by (partition, offset). A third fix: a produce from an
+# idempotent producer with an epoch the broker has no record of (seen when ingest's producer
+# wrote on across a broker restart in a 100,000-event chaos run) made the engine panic ("more or
+# less than one row"), which stopped its storage service: every later request failed until the
+# broker was restarted. It now answers UNKNOWN_PRODUCER_ID, from which the producer recovers.
+# Kafka's protocol is unchanged.
 set -euo pipefail
 
 version=${1:?usage: build.sh VERSION PREFIX}
