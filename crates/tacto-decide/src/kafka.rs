@@ -3,7 +3,9 @@
 //! Each instance keeps the accounts of the partitions it owns. After every step it appends, in
 //! this order, the decisions and contact jobs, the dead letters, and the new state of every
 //! account the step changed to the compacted `tacto.decide-state` changelog (co-partitioned with
-//! the events: same key, same partition); only then it commits the events' offsets. A step is
+//! the events: same key, same partition); only then it declares the events' offsets done, to be
+//! committed within [`COMMIT_EVERY`] (at once when partitions are revoked and at shutdown: a
+//! crash in between replays at most that much, recognised as below). A step is
 //! kept until all four appends landed: after a failure it polls nothing new and makes again only
 //! the appends that did not land (none is repeated, nothing the step decided is dropped). On
 //! assignment an instance restores a partition by reading its changelog (the accounts as of the
@@ -290,9 +292,6 @@ impl KafkaDecide {
         for (part, n) in &p.next {
             consumer.done(*part, *n);
         }
-        if !p.next.is_empty() {
-            consumer.commit();
-        }
         self.pending = None;
         Ok(())
     }
@@ -314,7 +313,12 @@ impl KafkaDecide {
             Box::new(|_| {}),
         )?;
         self.state.ready.store(true, Ordering::Release);
+        let mut last_commit = std::time::Instant::now();
         while !*shutdown.borrow() {
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                consumer.commit();
+                last_commit = std::time::Instant::now();
+            }
             let wait = self
                 .state
                 .until_next_timer(clock(), Duration::from_millis(200));
@@ -327,6 +331,11 @@ impl KafkaDecide {
         Ok(())
     }
 }
+
+/// How often the offsets of the steps written are committed. A commit per step was one more
+/// synchronous broker round trip before the next step could start; committing less often only
+/// lengthens the replay after a crash, whose events are recognised by their ids.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
 /// How long a failed partition restore waits before it tries again.
 const RESTORE_RETRY: Duration = Duration::from_millis(500);
