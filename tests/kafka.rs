@@ -612,3 +612,50 @@ fn a_partition_follower_receives_records_as_they_arrive() {
         .expect("receive again");
     assert_eq!(again, 0, "nothing received twice");
 }
+
+/// An append whose records time out (the broker is gone) replaces the log's idempotent
+/// producer, and appends go on with the new one once the broker is back: in a 100,000-event
+/// chaos run, ingest's producer delivered nothing after a broker restart until replaced.
+#[test]
+fn a_producer_whose_appends_time_out_is_replaced_and_appends_go_on() {
+    use tacto_log::kafka::{KafkaLog, KafkaSettings};
+    let mut c = Cluster::new(1);
+    let mut settings = KafkaSettings::new(c.broker.addr());
+    settings.delivery_timeout = Duration::from_secs(3);
+    settings.request_timeout = Duration::from_secs(3);
+    let log = KafkaLog::connect(settings).expect("kafka client");
+    let topic = "stuck.producer";
+    log.create_topic(topic, 1).expect("create topic");
+    let record = |i: usize| Record::new(format!("k{i}"), format!("v{i}").into_bytes());
+    log.append(topic, &[record(0)])
+        .expect("append before the outage");
+    assert_eq!(log.producers_made(), 1);
+
+    c.broker.stop();
+    let err = log
+        .append(topic, &[record(1)])
+        .expect_err("no broker, no append");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert_eq!(
+        log.producers_made(),
+        2,
+        "the producer that timed out is replaced"
+    );
+
+    c.broker.spawn();
+    eventually(
+        "appends go on after the restart",
+        Duration::from_secs(60),
+        || log.append(topic, &[record(2)]).is_ok(),
+    );
+    let keys: Vec<String> = c
+        .broker
+        .log()
+        .read(topic, 0, 0, 10)
+        .expect("read")
+        .into_iter()
+        .map(|d| d.record.key)
+        .collect();
+    assert_eq!(keys.first().map(String::as_str), Some("k0"));
+    assert!(keys.iter().any(|k| k == "k2"), "{keys:?}");
+}
