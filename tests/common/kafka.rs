@@ -370,9 +370,8 @@ impl Cluster {
         // batches of `EventLog::read` costs a round of assign and fetch per batch, about a
         // second each on the test broker, minutes for a chaos run's topics.
         let log = self.broker.log();
-        let settings = KafkaSettings::new(self.broker.addr());
         for p in 0..log.partitions(topic).expect("partitions") {
-            read_partition_to_end(&settings, topic, p, |d| {
+            read_partition_to_end(log.settings(), topic, p, |d| {
                 each(p, d.position.offset, d.record);
             })
             .expect("read");
