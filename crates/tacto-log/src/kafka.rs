@@ -450,7 +450,19 @@ impl EventLog for KafkaLog {
                 None => {}
             }
         }
+        // Nothing within the timeout although records lie below the end: an error, not an
+        // empty batch that a caller would take for the end of the partition. (Records gone by
+        // compaction move the position to the end: then empty is the answer.)
+        let stalled =
+            out.is_empty() && position(&reader, topic, partition).is_none_or(|p| p < end as i64);
         reader.unassign().map_err(kafka)?;
+        if stalled {
+            return Err(LogError::Storage(format!(
+                "reading {topic}/{partition} from offset {from}: nothing received within {:?} \
+                 (end offset {end})",
+                self.settings.request_timeout
+            )));
+        }
         Ok(out)
     }
 
