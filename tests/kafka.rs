@@ -659,3 +659,43 @@ fn a_producer_whose_appends_time_out_is_replaced_and_appends_go_on() {
     assert_eq!(keys.first().map(String::as_str), Some("k0"));
     assert!(keys.iter().any(|k| k == "k2"), "{keys:?}");
 }
+
+/// A consumer's fetch is answered as soon as a record is there, not when its wait is over (as
+/// Kafka does): five append-then-receive round trips with `fetch.wait.max.ms` at 5 s take far
+/// less than one wait each. The stock test broker slept out every wait (deploy/test-broker).
+#[test]
+fn a_waiting_fetch_is_answered_as_soon_as_a_record_arrives() {
+    use tacto_log::kafka::{KafkaLog, PartitionFollower};
+    const WAIT: Duration = Duration::from_secs(5);
+    let c = Cluster::new(1);
+    let mut settings = c.broker.log().settings().clone();
+    settings
+        .properties
+        .insert("fetch.wait.max.ms".into(), WAIT.as_millis().to_string());
+    let log = KafkaLog::connect(settings.clone()).expect("kafka client");
+    let topic = "long.poll";
+    log.create_topic(topic, 1).expect("create topic");
+    let mut f = PartitionFollower::new(&settings, topic).expect("follower");
+    f.follow(&[0]).expect("follow");
+    // Let the follower's first fetch reach the broker and wait there.
+    f.receive(Duration::from_millis(500), 10, |_| {})
+        .expect("receive from an empty topic");
+
+    let started = Instant::now();
+    for i in 0..5 {
+        log.append(topic, &[Record::new(format!("k{i}"), b"v".to_vec())])
+            .expect("append");
+        let mut got = 0;
+        while got == 0 {
+            assert!(started.elapsed() < 4 * WAIT, "record {i} not received");
+            got = f
+                .receive(Duration::from_millis(100), 10, |_| {})
+                .expect("receive");
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took < 2 * WAIT,
+        "five round trips took {took:?}: the broker answered fetches only when their wait was over"
+    );
+}

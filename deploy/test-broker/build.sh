@@ -15,6 +15,9 @@
 # wrote on across a broker restart in a 100,000-event chaos run) made the engine panic ("more or
 # less than one row"), which stopped its storage service: every later request failed until the
 # broker was restarted. It now answers UNKNOWN_PRODUCER_ID, from which the producer recovers.
+# A fourth: a fetch slept out its whole max_wait_ms even when records were there (every hop
+# took the consumer's fetch.wait.max.ms, 500 ms by default); it now answers as soon as
+# min_bytes are there, as Kafka does, and a fetch still waiting looks again after each produce.
 # Kafka's protocol is unchanged.
 set -euo pipefail
 
