@@ -17,7 +17,8 @@
 # broker was restarted. It now answers UNKNOWN_PRODUCER_ID, from which the producer recovers.
 # A fourth: a fetch slept out its whole max_wait_ms even when records were there (every hop
 # took the consumer's fetch.wait.max.ms, 500 ms by default); it now answers as soon as
-# min_bytes are there, as Kafka does, and a fetch still waiting looks again after each produce.
+# min_bytes are there, as Kafka does, and a fetch still waiting looks again after each produce
+# to one of its topics.
 # Kafka's protocol is unchanged.
 set -euo pipefail
 
