@@ -699,3 +699,46 @@ fn a_waiting_fetch_is_answered_as_soon_as_a_record_arrives() {
         "five round trips took {took:?}: the broker answered fetches only when their wait was over"
     );
 }
+
+/// `append_each` on Kafka: every topic's records in flight together, one result per topic in
+/// the order given; a topic that fails does not keep the others from landing.
+#[test]
+fn appends_to_several_topics_land_together_and_fail_one_by_one() {
+    use tacto_log::LogError;
+    let c = Cluster::new(2);
+    let log = c.broker.log();
+    for t in ["each.a", "each.b"] {
+        log.create_topic(t, 2).expect("create topic");
+    }
+    let records = |p: &str| -> Vec<Record> {
+        (0..3)
+            .map(|i| Record::new(format!("{p}{i}"), b"v".to_vec()))
+            .collect()
+    };
+    let (a, b) = (records("a"), records("b"));
+    let results = log.append_each(&[("each.a", &a), ("each.missing", &a), ("each.b", &b)]);
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[0].as_ref().map(Vec::len).ok(),
+        Some(3),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(LogError::UnknownTopic(_))),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[2].as_ref().map(Vec::len).ok(),
+        Some(3),
+        "{results:?}"
+    );
+    for (topic, want) in [("each.a", &a), ("each.b", &b)] {
+        let mut keys: Vec<String> = (0..2)
+            .flat_map(|p| log.read(topic, p, 0, 10).expect("read"))
+            .map(|d| d.record.key)
+            .collect();
+        keys.sort();
+        let want: Vec<String> = want.iter().map(|r| r.key.clone()).collect();
+        assert_eq!(keys, want, "{topic}: each record once");
+    }
+}

@@ -1,13 +1,15 @@
 //! Decide on Kafka: any number of instances share the events topic through a consumer group.
 //!
-//! Each instance keeps the accounts of the partitions it owns. After every step it appends, in
-//! this order, the decisions and contact jobs, the dead letters, and the new state of every
-//! account the step changed to the compacted `tacto.decide-state` changelog (co-partitioned with
-//! the events: same key, same partition); only then it declares the events' offsets done, to be
-//! committed within [`COMMIT_EVERY`] (at once when partitions are revoked and at shutdown: a
-//! crash in between replays at most that much, recognised as below). A step is
-//! kept until all four appends landed: after a failure it polls nothing new and makes again only
-//! the appends that did not land (none is repeated, nothing the step decided is dropped). On
+//! Each instance keeps the accounts of the partitions it owns. After every step it appends the
+//! decisions, the contact jobs and the dead letters (together: one broker round trip), then,
+//! once they landed, the new state of every account the step changed to the compacted
+//! `tacto.decide-state` changelog (co-partitioned with the events: same key, same partition):
+//! a state restored from the changelog never has outputs that were not written. Only then it
+//! declares the events' offsets done, to be committed within [`COMMIT_EVERY`] (at once when
+//! partitions are revoked and at shutdown: a crash in between replays at most that much,
+//! recognised as below). A step is kept until all four appends landed: after a failure it polls
+//! nothing new and makes again only the appends that did not land (none is repeated, nothing the
+//! step decided is dropped). On
 //! assignment an instance restores a partition by reading its changelog (the accounts as of the
 //! last committed step, or later) and goes on from the committed offset; events it sees again are
 //! recognised by their ids, and jobs decided again get the same deterministic ids (dispatch
@@ -95,8 +97,9 @@ pub struct KafkaDecide {
     pending: Option<Pending>,
 }
 
-/// A step's outputs not yet durable: appended topic by topic, in order, each exactly once even
-/// when a later one fails and the write is made again (what landed is not appended twice).
+/// A step's outputs not yet durable: its decisions, contacts and dead letters appended
+/// together, then its changelog entries; each exactly once even when another append fails and
+/// the write is made again (what landed is not appended twice).
 struct Pending {
     /// The step's decisions, encoded into records on the first write.
     outputs: Vec<Output>,
@@ -106,13 +109,32 @@ struct Pending {
     /// Accounts the step changed: their changelog entries are encoded from the state when
     /// written (nothing is folded meanwhile, so it is still the step's state).
     changed: Vec<CompactString>,
-    /// How many of the four appends (decisions, contacts, dead letters, changelog) landed.
-    landed: usize,
+    /// Which of the decisions, contacts and dead-letter appends landed.
+    landed: [bool; 3],
+    /// Whether the changelog append landed (made only after the other three).
+    changelog_landed: bool,
     next: BTreeMap<u32, u64>,
 }
 
 impl Pending {
-    /// Appends what has not landed yet, in order. A failure leaves the rest for the next call.
+    fn new(
+        outputs: Vec<Output>,
+        dead: Vec<Record>,
+        changed: Vec<CompactString>,
+        next: BTreeMap<u32, u64>,
+    ) -> Self {
+        Self {
+            outputs,
+            encoded: None,
+            dead,
+            changed,
+            landed: [false; 3],
+            changelog_landed: false,
+            next,
+        }
+    }
+
+    /// Appends what has not landed yet. A failure leaves the rest for the next call.
     fn write(&mut self, log: &dyn EventLog, state: &DecideState) -> Result<(), DecideError> {
         if self.encoded.is_none() {
             self.encoded = Some(output_records(std::slice::from_ref(&self.outputs))?);
@@ -121,22 +143,29 @@ impl Pending {
             .encoded
             .as_ref()
             .map_or((&[][..], &[][..]), |(d, c)| (d.as_slice(), c.as_slice()));
-        if self.landed < 1 {
-            log.append(events::DECISIONS.name(), decisions)?;
-            self.landed = 1;
+        let outputs: [(&str, &[Record]); 3] = [
+            (events::DECISIONS.name(), decisions),
+            (events::CONTACTS.name(), contacts),
+            (events::DEAD_LETTERS.name(), &self.dead),
+        ];
+        let todo: Vec<usize> = (0..outputs.len()).filter(|&i| !self.landed[i]).collect();
+        if !todo.is_empty() {
+            let appends: Vec<(&str, &[Record])> = todo.iter().map(|&i| outputs[i]).collect();
+            let mut failed = None;
+            for (&i, result) in todo.iter().zip(log.append_each(&appends)) {
+                match result {
+                    Ok(_) => self.landed[i] = true,
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
         }
-        if self.landed < 2 {
-            log.append(events::CONTACTS.name(), contacts)?;
-            self.landed = 2;
-        }
-        if self.landed < 3 {
-            log.append(events::DEAD_LETTERS.name(), &self.dead)?;
-            self.landed = 3;
-        }
-        if self.landed < 4 {
+        if !self.changelog_landed {
             let entries = changelog_records(state, &self.changed)?;
             log.append(events::DECIDE_STATE.name(), &entries)?;
-            self.landed = 4;
+            self.changelog_landed = true;
         }
         Ok(())
     }
@@ -270,14 +299,7 @@ impl KafkaDecide {
             engine.take_changed()
         };
         // From here the step is kept until it is written: nothing it decided can be dropped.
-        self.pending = Some(Pending {
-            outputs,
-            encoded: None,
-            dead,
-            changed,
-            landed: 0,
-            next,
-        });
+        self.pending = Some(Pending::new(outputs, dead, changed, next));
         self.flush(consumer)?;
         Ok(batch.len())
     }
@@ -459,19 +481,21 @@ mod tests {
             }
             engine.take_changed()
         };
-        let mut pending = Pending {
-            outputs,
-            encoded: None,
-            dead,
-            changed,
-            landed: 0,
-            next: BTreeMap::new(),
-        };
+        let mut pending = Pending::new(outputs, dead, changed, BTreeMap::new());
         assert!(matches!(
             pending.write(&log, &state),
             Err(DecideError::Log(tacto_log::LogError::UnknownTopic(_)))
         ));
-        assert_eq!(pending.landed, 2, "decisions and contacts landed");
+        assert_eq!(
+            pending.landed,
+            [true, true, false],
+            "decisions and contacts landed"
+        );
+        assert!(!pending.changelog_landed);
+        assert!(
+            all(&log, events::DECIDE_STATE.name()).is_empty(),
+            "no state is written before every output landed"
+        );
         log.create_topic(events::DEAD_LETTERS.name(), 2)
             .expect("topic");
         pending.write(&log, &state).expect("written again");

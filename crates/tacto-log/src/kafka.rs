@@ -215,6 +215,17 @@ impl KafkaLog {
         records: &[(u32, &Record)],
     ) -> Result<Vec<Position>, LogError> {
         let producer = self.producer.read().map_err(|_| poisoned())?.clone();
+        let waiting = self.enqueue(&producer, topic, records)?;
+        self.delivered(&producer, waiting)
+    }
+
+    /// Hands records to the producer without waiting for the broker.
+    fn enqueue(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        records: &[(u32, &Record)],
+    ) -> Result<Vec<rdkafka::producer::DeliveryFuture>, LogError> {
         let mut waiting = Vec::with_capacity(records.len());
         for (partition, r) in records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -229,9 +240,17 @@ impl KafkaLog {
                 .key(r.key.as_bytes())
                 .payload(&r.value)
                 .headers(headers);
-            let fut = self.send_with_backpressure(&producer, record)?;
-            waiting.push(fut);
+            waiting.push(self.send_with_backpressure(producer, record)?);
         }
+        Ok(waiting)
+    }
+
+    /// Waits until the broker has acknowledged every record `enqueue`d: their positions.
+    fn delivered(
+        &self,
+        producer: &FutureProducer,
+        waiting: Vec<rdkafka::producer::DeliveryFuture>,
+    ) -> Result<Vec<Position>, LogError> {
         let mut out = Vec::with_capacity(waiting.len());
         for w in waiting {
             match futures::executor::block_on(w) {
@@ -240,7 +259,7 @@ impl KafkaLog {
                     offset: d.offset as u64,
                 }),
                 Ok(Err((e, _))) => {
-                    self.replace_stuck_producer(&producer, &e);
+                    self.replace_stuck_producer(producer, &e);
                     return Err(kafka(e));
                 }
                 Err(_) => return Err(LogError::Storage("kafka producer closed".into())),
@@ -250,6 +269,19 @@ impl KafkaLog {
             self.notify.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(out)
+    }
+
+    /// The records of `topic` with the partition of each one's key.
+    fn routed<'r>(
+        &self,
+        topic: &str,
+        records: &'r [Record],
+    ) -> Result<Vec<(u32, &'r Record)>, LogError> {
+        let partitions = self.partitions(topic)?;
+        Ok(records
+            .iter()
+            .map(|r| (partition_for(&r.key, partitions), r))
+            .collect())
     }
 
     /// Producers this log has made: 1, plus one per producer replaced.
@@ -395,12 +427,29 @@ impl EventLog for KafkaLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let partitions = self.partitions(topic)?;
-        let routed: Vec<(u32, &Record)> = records
+        self.append_to(topic, &self.routed(topic, records)?)
+    }
+
+    /// Every topic's records are handed to the producer before any acknowledgement is awaited:
+    /// one broker round trip for all of them instead of one per topic.
+    fn append_each(&self, appends: &[(&str, &[Record])]) -> Vec<Result<Vec<Position>, LogError>> {
+        let producer = match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(_) => return appends.iter().map(|_| Err(poisoned())).collect(),
+        };
+        let waiting: Vec<_> = appends
             .iter()
-            .map(|r| (partition_for(&r.key, partitions), r))
+            .map(|(topic, records)| {
+                if records.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.enqueue(&producer, topic, &self.routed(topic, records)?)
+            })
             .collect();
-        self.append_to(topic, &routed)
+        waiting
+            .into_iter()
+            .map(|w| self.delivered(&producer, w?))
+            .collect()
     }
 
     /// Kafka cannot check uniqueness atomically with an append: every record is appended and

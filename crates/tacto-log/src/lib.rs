@@ -221,6 +221,16 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         items: &[(String, Record)],
     ) -> Result<Vec<Appended>, LogError>;
+    /// Appends to several topics, each as [`EventLog::append`] (not atomically together, in no
+    /// promised order between the topics); returns each topic's result, in the order given.
+    /// Where the backend can, the appends are in flight together (Kafka: one broker round trip
+    /// for all of them); the default makes them one after the other.
+    fn append_each(&self, appends: &[(&str, &[Record])]) -> Vec<Result<Vec<Position>, LogError>> {
+        appends
+            .iter()
+            .map(|(topic, records)| self.append(topic, records))
+            .collect()
+    }
     /// Appends records to several topics, then commits `group`'s next offsets, as one atomic
     /// write where the backend can (the embedded log: a consumer's outputs and its progress
     /// land together or not at all), durable as `durability` says. The default does the
