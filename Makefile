@@ -80,8 +80,7 @@ test: lint test-broker
 ## Figures and method: BENCHMARKS.md (about half an hour; the pipeline bench alone took 23 min).
 ## TACTO_BENCH_ACCOUNTS sets the portfolio of the restore bench; the pipeline bench reads
 ## TACTO_BENCH_ACCOUNTS and TACTO_BENCH_PAYMENTS (1M and 200k embedded; 20,000 and 2,000 on
-## Kafka, where the test broker, Tansu on SQLite, is the limit: see BENCHMARKS.md). On Kafka every
-## consumer waits at most 20 ms for a fetch: Tansu answers a fetch only when that wait is over.
+## Kafka, where the test broker, Tansu on SQLite, is the limit: see BENCHMARKS.md).
 bench: deps test-broker
 	$(CARGO) bench -p tacto-policy --bench core
 	$(CARGO) bench -p tacto-policy --bench state_size
@@ -90,7 +89,7 @@ bench: deps test-broker
 	$(CARGO) bench -p tacto --bench simulate
 	$(CARGO) bench -p tacto --bench pipeline
 	TACTO_BENCH_BACKEND=kafka TACTO_BENCH_ACCOUNTS=20000 TACTO_BENCH_PAYMENTS=2000 \
-	  TACTO_BENCH_FETCH_WAIT_MS=20 $(CARGO) bench -p tacto --bench pipeline
+	  $(CARGO) bench -p tacto --bench pipeline
 
 ## Fault injection, bounded in time (figures and method: RELIABILITY.md): 25 SIGKILLs of tacto
 ## run during 100,000 events against a faulty provider; on Kafka, 20 SIGKILLs of decide and

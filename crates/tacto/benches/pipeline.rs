@@ -103,9 +103,10 @@ struct KafkaServices {
     cluster: Cluster,
 }
 
-/// `fetch.wait.max.ms=N` for every Kafka consumer when `TACTO_BENCH_FETCH_WAIT_MS` is set. The
-/// test broker answers a fetch only when that wait is over, even when records are there
-/// (librdkafka's default is 500 ms); Kafka answers as soon as `fetch.min.bytes` (1) is there.
+/// `fetch.wait.max.ms=N` for every Kafka consumer when `TACTO_BENCH_FETCH_WAIT_MS` is set
+/// (librdkafka's default is 500 ms). The stock test broker answered a fetch only when that wait
+/// was over; as `make test-broker` builds it, it answers as soon as a record is there, as Kafka
+/// does, and the default is what the bench uses.
 fn fetch_wait() -> Option<String> {
     std::env::var("TACTO_BENCH_FETCH_WAIT_MS")
         .ok()
