@@ -18,7 +18,12 @@
 # A fourth: a fetch slept out its whole max_wait_ms even when records were there (every hop
 # took the consumer's fetch.wait.max.ms, 500 ms by default); it now answers as soon as
 # min_bytes are there, as Kafka does, and a fetch still waiting looks again after each produce
-# to one of its topics.
+# to one of its topics. A fifth: the compaction of compacted topics (run at the broker's start
+# and every 10 minutes, holding the storage thread) joined every record with every duplicated
+# key; with 200,000 records it ran for minutes, so a broker restarted during a 100,000-event chaos
+# run answered no request (not even ApiVersions). It now ranks records per key with a window
+# function: 0.19 s on that database (same records deleted as the stock query on a 30,000-record
+# sample of it).
 # Kafka's protocol is unchanged.
 set -euo pipefail
 
