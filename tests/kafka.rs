@@ -742,3 +742,39 @@ fn appends_to_several_topics_land_together_and_fail_one_by_one() {
         assert_eq!(keys, want, "{topic}: each record once");
     }
 }
+
+/// `PartitionFollower::catch_up` asks for the end offsets on a connection of its own: on the
+/// follower's, the request would queue behind the follower's waiting fetch (a broker answers a
+/// connection's requests in order) and return only when that fetch's wait was over.
+#[test]
+fn catching_up_does_not_wait_behind_the_followers_own_fetch() {
+    use tacto_log::kafka::{KafkaLog, PartitionFollower};
+    const WAIT: Duration = Duration::from_secs(5);
+    let c = Cluster::new(1);
+    let mut settings = c.broker.log().settings().clone();
+    settings
+        .properties
+        .insert("fetch.wait.max.ms".into(), WAIT.as_millis().to_string());
+    let log = KafkaLog::connect(settings.clone()).expect("kafka client");
+    let topic = "catch.up";
+    log.create_topic(topic, 1).expect("create topic");
+    let mut f = PartitionFollower::new(&settings, topic).expect("follower");
+    f.follow(&[0]).expect("follow");
+    for i in 0..3 {
+        log.append(topic, &[Record::new(format!("k{i}"), b"v".to_vec())])
+            .expect("append");
+        let mut got = 0;
+        f.catch_up(|_| got += 1).expect("catch up");
+        assert_eq!(got, 1, "record {i}");
+        // The follower's next fetch is now waiting at the broker; nothing new arrives.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        f.catch_up(|_| got += 1).expect("catch up with nothing new");
+        let took = started.elapsed();
+        assert_eq!(got, 1, "record {i}");
+        assert!(
+            took < WAIT / 2,
+            "catching up with nothing new took {took:?}: the end offsets waited behind the fetch"
+        );
+    }
+}

@@ -829,6 +829,12 @@ impl GroupConsumer {
 /// account states for its last look).
 pub struct PartitionFollower {
     consumer: BaseConsumer,
+    /// A second client for the end offsets [`PartitionFollower::catch_up`] asks for, made on
+    /// its first call: on `consumer`'s own connection the request would queue behind its
+    /// waiting fetch (a broker answers a connection's requests in order) and cost up to a
+    /// whole `fetch.wait.max.ms`.
+    watermarks: Option<BaseConsumer>,
+    settings: KafkaSettings,
     topic: String,
     timeout: Duration,
     /// Next offset to read, per followed partition.
@@ -847,6 +853,8 @@ impl PartitionFollower {
             .map_err(kafka)?;
         Ok(Self {
             consumer,
+            watermarks: None,
+            settings: settings.clone(),
             topic: topic.to_owned(),
             timeout: settings.request_timeout,
             positions: BTreeMap::new(),
@@ -902,10 +910,19 @@ impl PartitionFollower {
     /// Reads every followed partition up to the end offset it has now; `apply` sees each
     /// record in order.
     pub fn catch_up(&mut self, mut apply: impl FnMut(Delivered)) -> Result<(), LogError> {
+        let watermarks = match &mut self.watermarks {
+            Some(c) => c,
+            none => none.insert(
+                self.settings
+                    .client_config()
+                    .set("group.id", "tacto-follower")
+                    .create()
+                    .map_err(kafka)?,
+            ),
+        };
         let mut ends = BTreeMap::new();
         for p in self.positions.keys() {
-            let (_, high) = self
-                .consumer
+            let (_, high) = watermarks
                 .fetch_watermarks(&self.topic, *p as i32, self.timeout)
                 .map_err(kafka)?;
             ends.insert(*p, high);
