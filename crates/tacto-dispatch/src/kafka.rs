@@ -120,7 +120,10 @@ const VIEW_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads decide's changelog until the view includes the state that made every record of
 /// `batch` (or [`VIEW_WAIT`] has passed: the last look then decides on what it has, and an
-/// unknown job is not sent).
+/// unknown job is not sent). It applies what the follower has already fetched, then waits for
+/// records only while the view is behind. It never asks for the end offsets: on the follower's
+/// connection that request would queue behind its own waiting fetch (a broker answers one
+/// connection's requests in order) and cost up to a whole `fetch.wait.max.ms`.
 async fn catch_up_with(
     follower: &mut PartitionFollower,
     view: &DecideState,
@@ -134,9 +137,10 @@ async fn catch_up_with(
                 .is_some_and(|id| !view.includes_output(&r.record.key, id))
         })
     };
+    let mut wait = Duration::ZERO;
     loop {
         while let Err(e) =
-            tokio::task::block_in_place(|| follower.catch_up(|r| apply_entry(view, r)))
+            tokio::task::block_in_place(|| follower.receive(wait, 10_000, |r| apply_entry(view, r)))
         {
             tracing::error!(error = %e, "cannot read decide's state; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,7 +152,7 @@ async fn catch_up_with(
             tracing::warn!(waited = ?started.elapsed(), "decide's state does not include some jobs yet: the last look decides on what it has");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait = Duration::from_millis(50);
     }
 }
 
