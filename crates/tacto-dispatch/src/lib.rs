@@ -254,6 +254,20 @@ struct Inner {
     /// Jobs waiting to be finished as not sent: whoever takes the transition lock next
     /// finishes all of them in one write (see [`Inner::finish_unsent`]).
     unsent: std::sync::Mutex<Vec<Unsent>>,
+    /// Jobs about to be handed to their provider, waiting for their attempt to be recorded:
+    /// whoever takes the transition lock next records all of them in one write (see
+    /// [`Inner::begin_attempt`]).
+    attempts: std::sync::Mutex<Vec<Attempt>>,
+}
+
+/// A job about to be handed to its provider, waiting for its attempt to be recorded.
+struct Attempt {
+    partition: u32,
+    account: AccountId,
+    job: JobId,
+    /// Told whether to call the provider (false: recalled or taken away while it waited), or
+    /// why the attempt could not be recorded.
+    done: tokio::sync::oneshot::Sender<Result<bool, String>>,
 }
 
 /// A job never handed to a provider, waiting to be finished as not sent.
@@ -421,6 +435,7 @@ impl Dispatch {
                 transitions: tokio::sync::Mutex::new(()),
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
                 unsent: Default::default(),
+                attempts: Default::default(),
             }),
             in_flight: Arc::new(std::sync::Mutex::new(vec![
                 Default::default();
@@ -599,6 +614,71 @@ impl Inner {
         }
     }
 
+    /// Records that a job is about to be handed to its provider, unless it was recalled
+    /// (finished) or its partition taken away while it waited: whether to call the provider.
+    /// The check and the record are one step against recalls (under the transition lock).
+    ///
+    /// Group commit, as [`Inner::finish_unsent`]: the job joins a queue, and whoever takes the
+    /// lock next records every attempt queued by then in one durable write. One write per job
+    /// held the lock for a broker round trip each: with a busy broker, jobs leaving their rate
+    /// limit at 100/s kept the lock taken and a payment's recall queued behind them for
+    /// seconds.
+    async fn begin_attempt(
+        &self,
+        partition: u32,
+        account: &AccountId,
+        job: &JobId,
+    ) -> Result<bool, LogError> {
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        self.attempts.lock().map_err(|_| poisoned())?.push(Attempt {
+            partition,
+            account: account.clone(),
+            job: job.clone(),
+            done,
+        });
+        {
+            let _t = self.transitions.lock().await;
+            let queued = std::mem::take(&mut *self.attempts.lock().map_err(|_| poisoned())?);
+            self.begin_attempts_now(queued);
+        }
+        // Queued before the lock was asked for: recorded by this task or one before it.
+        match recorded.await {
+            Ok(Ok(go)) => Ok(go),
+            Ok(Err(why)) => Err(LogError::Storage(why)),
+            Err(_) => Err(LogError::Storage("an attempt to record was dropped".into())),
+        }
+    }
+
+    /// Records `queued` attempts in one write, under the transition lock, and tells each
+    /// whether to call its provider. A job finished already (recalled) or whose partition was
+    /// taken away is not attempted; a job whose task gave up waiting is left alone.
+    fn begin_attempts_now(&self, queued: Vec<Attempt>) {
+        let mut states = Vec::with_capacity(queued.len());
+        let mut go = Vec::with_capacity(queued.len());
+        for a in queued {
+            if a.done.is_closed() {
+                continue;
+            }
+            match self.state(&a.job) {
+                Ok(None) if self.owns(a.partition) => {
+                    states.push((a.account, a.job, JobState::Attempting));
+                    go.push(a.done);
+                }
+                // Recalled while it waited, or taken away: its new owner handles it.
+                Ok(_) => _ = a.done.send(Ok(false)),
+                Err(e) => _ = a.done.send(Err(e.to_string())),
+            }
+        }
+        let result = if states.is_empty() {
+            Ok(())
+        } else {
+            self.jobs.set_states(&states).map_err(|e| e.to_string())
+        };
+        for done in go {
+            let _ = done.send(result.clone().map(|()| true));
+        }
+    }
+
     /// Finishes `queued` jobs as not sent in one write, under the transition lock, and tells
     /// each how it went. A job finished already (recalled, or sent by its twin) is left as it
     /// is; a job whose task gave up waiting (its partition was taken away) is left to the new
@@ -724,18 +804,9 @@ impl Inner {
             tracing::warn!(job = %job.job_id, "no address for the contact point");
             return self.finish_unsent(account, job, now).await;
         };
-        // Recorded before the call: after a crash this job is never sent again. The check and
-        // the record are one step against recalls.
-        {
-            let _t = self.transitions.lock().await;
-            if self.state(&job.job_id)?.is_some() {
-                return Ok(()); // recalled while waiting
-            }
-            if !self.owns(partition) {
-                return Ok(()); // taken away: its new owner handles it
-            }
-            self.jobs
-                .set_state(account, &job.job_id, JobState::Attempting)?;
+        // Recorded before the call: after a crash this job is never sent again.
+        if !self.begin_attempt(partition, account, &job.job_id).await? {
+            return Ok(());
         }
         let msg = Message::new(account, job, address, now);
         let mut delay = self.config.backoff;

@@ -10,6 +10,8 @@ use tacto_model::samples;
 struct CountingStore {
     blobs: BlobJobStore,
     finishes: AtomicUsize,
+    /// Writes of several states at once (attempts recorded together).
+    state_writes: AtomicUsize,
     failing: usize,
 }
 
@@ -20,6 +22,11 @@ impl JobStore for CountingStore {
 
     fn set_state(&self, account: &AccountId, job: &JobId, s: JobState) -> Result<(), LogError> {
         self.blobs.set_state(account, job, s)
+    }
+
+    fn set_states(&self, states: &[(AccountId, JobId, JobState)]) -> Result<(), LogError> {
+        self.state_writes.fetch_add(1, Ordering::SeqCst);
+        self.blobs.set_states(states)
     }
 
     fn finish_jobs(
@@ -81,6 +88,7 @@ fn dispatcher(
     let store = Arc::new(CountingStore {
         blobs: BlobJobStore(log.clone()),
         finishes: AtomicUsize::new(0),
+        state_writes: AtomicUsize::new(0),
         failing,
     });
     let policy = Policy::from_toml(
@@ -160,6 +168,74 @@ async fn jobs_not_sent_are_finished_together_once_each() {
     assert_eq!(reports.len(), 38, "{reports:?}");
     assert!(reports.values().all(|n| *n == 1), "{reports:?}");
     assert!(!reports.contains_key("sent-before"));
+}
+
+/// Jobs about to be handed to their provider while the transition lock is busy (a recall
+/// in progress) have their attempts recorded together, in one write; a job recalled while it
+/// waited, or whose partition was taken away, is not attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_waiting_for_the_lock_are_recorded_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, store, d) = dispatcher(dir.path(), 0);
+    let inner = d.inner.clone();
+    let account = AccountId("A-1".into());
+    let held = inner.transitions.lock().await;
+    // 30 jobs of owned partitions, one recalled while it waits, one of a partition not owned.
+    let mut jobs: Vec<(u32, String)> = (0..30).map(|i| (i % 2, format!("job-{i}"))).collect();
+    jobs.push((0, "recalled".into()));
+    jobs.push((7, "taken-away".into()));
+    let mut tasks = Vec::new();
+    for (partition, id) in &jobs {
+        let (inner, account, job, partition) = (
+            inner.clone(),
+            account.clone(),
+            JobId(id.clone()),
+            *partition,
+        );
+        tasks.push(tokio::spawn(async move {
+            inner.begin_attempt(partition, &account, &job).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    while inner.attempts.lock().expect("queue").len() < jobs.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "attempts not queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The recall lands while they wait.
+    inner
+        .jobs
+        .set_state(&account, &JobId("recalled".into()), JobState::NotSent)
+        .expect("state");
+    drop(held);
+    let mut go = Vec::new();
+    for t in tasks {
+        go.push(t.await.expect("task").expect("recorded"));
+    }
+
+    assert_eq!(
+        store.state_writes.load(Ordering::SeqCst),
+        1,
+        "one write for all"
+    );
+    assert!(go[..30].iter().all(|g| *g), "{go:?}");
+    assert!(!go[30] && !go[31], "{go:?}");
+    for (_, id) in &jobs[..30] {
+        let job = JobId(id.clone());
+        assert_eq!(
+            inner.state(&job).expect("state"),
+            Some(JobState::Attempting)
+        );
+    }
+    let recalled = JobId("recalled".into());
+    assert_eq!(
+        inner.state(&recalled).expect("state"),
+        Some(JobState::NotSent)
+    );
+    let taken = JobId("taken-away".into());
+    assert_eq!(inner.state(&taken).expect("state"), None);
 }
 
 /// A job whose outcome cannot be written (the broker is down) is handled again until it is,
