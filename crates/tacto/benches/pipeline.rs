@@ -16,9 +16,12 @@
 //!
 //! "Recalled" is what the API shows: decide has folded the payment and withdrawn the job, so
 //! dispatch's last look refuses it (the recall record on the log follows in the same step).
-//! On Kafka, the same run then measures the raw broker: the load's records (the same account
-//! events, Avro-encoded) produced to a fresh 4-partition topic while a consumer reads them
-//! back, through the same client library (rdkafka), as the ceiling for the load's rate.
+//! On Kafka, the same run then measures the raw broker through the same client library
+//! (rdkafka), as ceilings for the load's rate: the load's account events alone (Avro-encoded,
+//! one record per account) produced to a fresh 4-partition topic while a consumer reads them
+//! back; and every record the load wrote (the events, decisions, contacts and both
+//! changelogs, about four per account) copied to fresh topics and read back by as many
+//! readers as Tacto's services read each topic with.
 //!
 //! Figures are printed; BENCHMARKS.md records them. Run: `cargo bench -p tacto --bench pipeline`.
 
@@ -224,6 +227,8 @@ struct Counters {
     decide_consumed: u64,
     decide_lag: u64,
     dispatch_consumed: u64,
+    /// Messages handed to a provider (`tacto_jobs_total{status="sent"}`).
+    sent: u64,
 }
 
 /// The counters, summed over the services whose `/metrics` are at `bases`.
@@ -249,6 +254,8 @@ fn counters(agent: &ureq::Agent, bases: &[&str]) -> Counters {
             } else if name.contains("service=\"dispatch\"") {
                 c.dispatch_consumed += v;
             }
+        } else if name.starts_with("tacto_jobs_total") && name.contains("status=\"sent\"") {
+            c.sent += v;
         } else if name.starts_with("tacto_consumer_lag") && name.contains("service=\"decide\"") {
             // The embedded log's lag (on Kafka librdkafka samples it every 5 s, labelled with
             // the group: the consumed counts alone tell there).
@@ -457,7 +464,9 @@ fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
             f.follow(&[0, 1, 2, 3]).expect("follow");
             let mut got = 0;
             while got < n {
-                f.catch_up(|_| got += 1).expect("consume");
+                got += f
+                    .receive(Duration::from_millis(100), usize::MAX, |_| ())
+                    .expect("consume");
             }
             started.elapsed()
         });
@@ -484,6 +493,99 @@ fn raw_broker(cluster: &Cluster, n: usize) -> (f64, f64) {
     )
 }
 
+/// The topics a load writes on Kafka, with how many of Tacto's services read each one back
+/// (decide reads the events; dispatch the contacts; ingest's view and dispatch's last look
+/// decide's changelog; the decisions are for the audit trail and dispatch's job changelog for
+/// its restart).
+const LOAD_TOPICS: [(tacto_log::events::Topic, usize); 5] = {
+    use tacto_log::events::*;
+    [
+        (EVENTS, 1),
+        (DECISIONS, 0),
+        (CONTACTS, 1),
+        (DECIDE_STATE, 2),
+        (DISPATCH_JOBS, 0),
+    ]
+};
+
+/// Every partition's end offset of the topics a load writes, when it is through the pipeline.
+fn load_ends(cluster: &Cluster) -> Vec<Vec<u64>> {
+    use tacto_log::EventLog;
+    let log = raw_log(cluster);
+    LOAD_TOPICS
+        .iter()
+        .map(|(t, _)| {
+            let n = log.partitions(t.name()).expect("partitions");
+            (0..n)
+                .map(|p| log.end_offset(t.name(), p).expect("end offset"))
+                .collect()
+        })
+        .collect()
+}
+
+/// The raw broker moving the same records as the load: every record Tacto's services wrote
+/// until the load was through (below `ends`, as [`load_ends`] took them), read back, then
+/// produced again to fresh topics of the same partition counts, one thread per topic in
+/// acknowledged batches of 1,000, while each copy is followed by as many readers as Tacto's
+/// services read its topic with. Returns the records copied and the time until every reader
+/// had every record.
+fn raw_same_records(cluster: &Cluster, ends: &[Vec<u64>]) -> (usize, Duration) {
+    use tacto_log::EventLog;
+    use tacto_log::kafka::{PartitionFollower, read_partition_to_end};
+    let log = raw_log(cluster);
+    let copies: Vec<(String, usize, Vec<tacto_log::Record>)> = LOAD_TOPICS
+        .iter()
+        .zip(ends)
+        .map(|((t, readers), ends)| {
+            let mut records = Vec::new();
+            for (p, end) in ends.iter().enumerate() {
+                read_partition_to_end(log.settings(), t.name(), p as u32, |d| {
+                    if d.position.offset < *end {
+                        records.push(d.record);
+                    }
+                })
+                .expect("read the load's records");
+            }
+            let copy = format!("bench.same.{}", t.name());
+            log.create_topic(&copy, ends.len() as u32)
+                .expect("create a copy topic");
+            (copy, *readers, records)
+        })
+        .collect();
+    let total = copies.iter().map(|(_, _, r)| r.len()).sum();
+    let started = Instant::now();
+    let read_by_all = std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        for (copy, count, records) in &copies {
+            let partitions: Vec<u32> = (0..log.partitions(copy).expect("partitions")).collect();
+            for _ in 0..*count {
+                let (settings, partitions, n) = (log.settings(), partitions.clone(), records.len());
+                readers.push(s.spawn(move || {
+                    let mut f = PartitionFollower::new(settings, copy).expect("follower");
+                    f.follow(&partitions).expect("follow");
+                    let mut got = 0;
+                    while got < n {
+                        got += f
+                            .receive(Duration::from_millis(100), usize::MAX, |_| ())
+                            .expect("consume");
+                    }
+                }));
+            }
+            let log = &log;
+            s.spawn(move || {
+                for batch in records.chunks(1_000) {
+                    log.append(copy, batch).expect("produce");
+                }
+            });
+        }
+        for r in readers {
+            r.join().expect("reader");
+        }
+        started.elapsed()
+    });
+    (total, read_by_all)
+}
+
 /// The raw broker's latency for one hop: `n` records produced one at a time to a fresh
 /// topic, each timed from the produce call until a follower has read it, in microseconds.
 fn raw_hop(cluster: &Cluster, n: usize) -> Vec<u64> {
@@ -503,9 +605,15 @@ fn raw_hop(cluster: &Cluster, n: usize) -> Vec<u64> {
             let started = Instant::now();
             log.append(topic, &[record]).expect("produce");
             while seen <= i {
-                f.catch_up(|_| seen += 1).expect("consume");
+                seen += f
+                    .receive(Duration::from_millis(100), 10, |_| ())
+                    .expect("consume") as u64;
             }
-            started.elapsed().as_micros() as u64
+            let took = started.elapsed();
+            if took > Duration::from_millis(100) {
+                println!("slow hop: record {i}, {} ms", took.as_millis());
+            }
+            took.as_micros() as u64
         })
         .collect()
 }
@@ -562,6 +670,10 @@ fn main() {
         accounts as f64 / folded.as_secs_f64(),
         system.rss()
     );
+    let load_ends = match &system {
+        Backend::Kafka(k) => load_ends(&k.cluster),
+        Backend::Embedded(_) => Vec::new(),
+    };
     if !kafka {
         let bytes = disk_bytes(&dir.path().join("data"));
         println!(
@@ -606,6 +718,7 @@ fn main() {
 
     // 3. Steady load at a fixed rate below the flood's.
     let rate = env("TACTO_BENCH_STEADY_RATE", (flood_rate / 2.0) as usize).max(1);
+    let before_steady = (Instant::now(), counters(&http, &metrics).sent);
     let stop = AtomicBool::new(false);
     let latencies = Mutex::new(Vec::new());
     let sent = std::thread::scope(|s| {
@@ -617,9 +730,12 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         sent
     });
+    let messages = counters(&http, &metrics).sent - before_steady.1;
     println!(
-        "steady: {sent} payments in 20 s ({:.0}/s offered, target {rate}/s)",
-        sent as f64 / 20.0
+        "steady: {sent} payments in 20 s ({:.0}/s offered, target {rate}/s); meanwhile {messages} \
+         SMS sent ({:.0}/s, limit {rate_sms}/s)",
+        sent as f64 / 20.0,
+        messages as f64 / before_steady.0.elapsed().as_secs_f64()
     );
     percentiles(
         &format!("payment-to-recall at {rate} payments/s"),
@@ -634,6 +750,17 @@ fn main() {
             "raw broker: {accounts} account records produced at {produce:.0}/s, produced and \
              consumed at {through:.0}/s; the pipeline's load reached {:.0}% of it",
             100.0 * load_rate / through
+        );
+        let (records, took) = raw_same_records(&k.cluster, &load_ends);
+        let same_rate = accounts as f64 / took.as_secs_f64();
+        println!(
+            "raw broker, the load's own records: {records} records ({:.1} per account) produced \
+             and read by as many readers as Tacto's in {:.1} s: {same_rate:.0} accounts/s \
+             ({:.0} records/s); the pipeline's load reached {:.0}% of it",
+            records as f64 / accounts as f64,
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64(),
+            100.0 * load_rate / same_rate
         );
         percentiles(
             "raw broker, one hop (produce, then read)",
