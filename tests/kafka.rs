@@ -660,23 +660,37 @@ fn a_producer_whose_appends_time_out_is_replaced_and_appends_go_on() {
     assert!(keys.iter().any(|k| k == "k2"), "{keys:?}");
 }
 
+/// A broker, a client, and a follower of the one partition of a new `topic`, every consumer
+/// with `fetch.wait.max.ms` at `wait`.
+fn long_poll_follower(
+    wait: Duration,
+    topic: &str,
+) -> (
+    Cluster,
+    tacto_log::kafka::KafkaLog,
+    tacto_log::kafka::PartitionFollower,
+) {
+    use tacto_log::kafka::{KafkaLog, PartitionFollower};
+    let c = Cluster::new(1);
+    let mut settings = c.broker.log().settings().clone();
+    settings
+        .properties
+        .insert("fetch.wait.max.ms".into(), wait.as_millis().to_string());
+    let log = KafkaLog::connect(settings.clone()).expect("kafka client");
+    log.create_topic(topic, 1).expect("create topic");
+    let mut f = PartitionFollower::new(&settings, topic).expect("follower");
+    f.follow(&[0]).expect("follow");
+    (c, log, f)
+}
+
 /// A consumer's fetch is answered as soon as a record is there, not when its wait is over (as
 /// Kafka does): five append-then-receive round trips with `fetch.wait.max.ms` at 5 s take far
 /// less than one wait each. The stock test broker slept out every wait (deploy/test-broker).
 #[test]
 fn a_waiting_fetch_is_answered_as_soon_as_a_record_arrives() {
-    use tacto_log::kafka::{KafkaLog, PartitionFollower};
     const WAIT: Duration = Duration::from_secs(5);
-    let c = Cluster::new(1);
-    let mut settings = c.broker.log().settings().clone();
-    settings
-        .properties
-        .insert("fetch.wait.max.ms".into(), WAIT.as_millis().to_string());
-    let log = KafkaLog::connect(settings.clone()).expect("kafka client");
     let topic = "long.poll";
-    log.create_topic(topic, 1).expect("create topic");
-    let mut f = PartitionFollower::new(&settings, topic).expect("follower");
-    f.follow(&[0]).expect("follow");
+    let (_c, log, mut f) = long_poll_follower(WAIT, topic);
     // Let the follower's first fetch reach the broker and wait there.
     f.receive(Duration::from_millis(500), 10, |_| {})
         .expect("receive from an empty topic");
@@ -748,18 +762,9 @@ fn appends_to_several_topics_land_together_and_fail_one_by_one() {
 /// connection's requests in order) and return only when that fetch's wait was over.
 #[test]
 fn catching_up_does_not_wait_behind_the_followers_own_fetch() {
-    use tacto_log::kafka::{KafkaLog, PartitionFollower};
     const WAIT: Duration = Duration::from_secs(5);
-    let c = Cluster::new(1);
-    let mut settings = c.broker.log().settings().clone();
-    settings
-        .properties
-        .insert("fetch.wait.max.ms".into(), WAIT.as_millis().to_string());
-    let log = KafkaLog::connect(settings.clone()).expect("kafka client");
     let topic = "catch.up";
-    log.create_topic(topic, 1).expect("create topic");
-    let mut f = PartitionFollower::new(&settings, topic).expect("follower");
-    f.follow(&[0]).expect("follow");
+    let (_c, log, mut f) = long_poll_follower(WAIT, topic);
     for i in 0..3 {
         log.append(topic, &[Record::new(format!("k{i}"), b"v".to_vec())])
             .expect("append");

@@ -110,6 +110,15 @@ fn dispatcher(
     (log, store, d)
 }
 
+/// Waits until `len()` reaches `n` (tasks queued for the transition lock); fails after 10 s.
+async fn queued(len: impl Fn() -> usize, n: usize) {
+    let started = std::time::Instant::now();
+    while len() < n {
+        assert!(started.elapsed() < Duration::from_secs(10), "not queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Jobs finished as not sent while the transition lock is busy are written together, once
 /// each; a job finished already keeps its state and gets no second report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,14 +146,7 @@ async fn jobs_not_sent_are_finished_together_once_each() {
             inner.finish_unsent(&account, &job, at).await
         }));
     }
-    let started = std::time::Instant::now();
-    while inner.unsent.lock().expect("queue").len() < ids.len() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "jobs not queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    queued(|| inner.unsent.lock().expect("queue").len(), ids.len()).await;
     drop(held);
     for t in tasks {
         t.await.expect("task").expect("finished");
@@ -196,14 +198,7 @@ async fn attempts_waiting_for_the_lock_are_recorded_together() {
             inner.begin_attempt(partition, &account, &job).await
         }));
     }
-    let started = std::time::Instant::now();
-    while inner.attempts.lock().expect("queue").len() < jobs.len() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "attempts not queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    queued(|| inner.attempts.lock().expect("queue").len(), jobs.len()).await;
     // The recall lands while they wait.
     inner
         .jobs
