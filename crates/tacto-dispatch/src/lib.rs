@@ -594,23 +594,39 @@ impl Inner {
             at,
         )?;
         let (done, finished) = tokio::sync::oneshot::channel();
-        self.unsent.lock().map_err(|_| poisoned())?.push(Unsent {
+        let unsent = Unsent {
             account: account.clone(),
             job: job.job_id.clone(),
             channel: job.channel,
             report,
             done,
-        });
+        };
+        self.group_commit(&self.unsent, unsent, finished, |q| {
+            self.finish_unsent_now(q)
+        })
+        .await
+    }
+
+    /// Group commit under the transition lock: queues `item`, takes the lock, and hands every
+    /// item queued by then to `write` (one write for all of them); then waits for `item`'s
+    /// answer, given by this task's `write` or by one that took the lock before it.
+    async fn group_commit<T, R>(
+        &self,
+        queue: &std::sync::Mutex<Vec<T>>,
+        item: T,
+        answer: tokio::sync::oneshot::Receiver<Result<R, String>>,
+        write: impl FnOnce(Vec<T>),
+    ) -> Result<R, LogError> {
+        queue.lock().map_err(|_| poisoned())?.push(item);
         {
             let _t = self.transitions.lock().await;
-            let queued = std::mem::take(&mut *self.unsent.lock().map_err(|_| poisoned())?);
-            self.finish_unsent_now(queued);
+            let queued = std::mem::take(&mut *queue.lock().map_err(|_| poisoned())?);
+            write(queued);
         }
-        // Queued before the lock was asked for: finished by this task or one before it.
-        match finished.await {
-            Ok(Ok(())) => Ok(()),
+        match answer.await {
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(why)) => Err(LogError::Storage(why)),
-            Err(_) => Err(LogError::Storage("a job to finish was dropped".into())),
+            Err(_) => Err(LogError::Storage("a queued write was dropped".into())),
         }
     }
 
@@ -630,23 +646,16 @@ impl Inner {
         job: &JobId,
     ) -> Result<bool, LogError> {
         let (done, recorded) = tokio::sync::oneshot::channel();
-        self.attempts.lock().map_err(|_| poisoned())?.push(Attempt {
+        let attempt = Attempt {
             partition,
             account: account.clone(),
             job: job.clone(),
             done,
-        });
-        {
-            let _t = self.transitions.lock().await;
-            let queued = std::mem::take(&mut *self.attempts.lock().map_err(|_| poisoned())?);
-            self.begin_attempts_now(queued);
-        }
-        // Queued before the lock was asked for: recorded by this task or one before it.
-        match recorded.await {
-            Ok(Ok(go)) => Ok(go),
-            Ok(Err(why)) => Err(LogError::Storage(why)),
-            Err(_) => Err(LogError::Storage("an attempt to record was dropped".into())),
-        }
+        };
+        self.group_commit(&self.attempts, attempt, recorded, |q| {
+            self.begin_attempts_now(q)
+        })
+        .await
     }
 
     /// Records `queued` attempts in one write, under the transition lock, and tells each
