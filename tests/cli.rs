@@ -28,6 +28,77 @@ fn demo_runs_a_portfolio_and_finds_no_violation() {
     assert!(line.trim_end().ends_with(" 0"), "{line}");
 }
 
+/// The demo's summary without its timing line.
+fn demo_summary(threads: &str) -> String {
+    let out = tacto()
+        .args(["demo", "--accounts", "300", "--days", "14", "--threads", threads])
+        .output()
+        .expect("run tacto demo");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("wall time"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_demo_summary_is_the_same_on_any_number_of_threads() {
+    let one = demo_summary("1");
+    assert!(one.contains("contacts scheduled by channel"), "{one}");
+    assert_eq!(one, demo_summary("3"));
+}
+
+/// `tacto simulate` over `events` on `threads` threads: the decision lines.
+fn simulate_lines(events: &std::path::Path, threads: &str) -> Vec<String> {
+    let out = events.with_extension(format!("{threads}.out"));
+    let status = tacto()
+        .args(["simulate", "--simulated-provider", "--tail-days", "2", "--events"])
+        .arg(events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--threads", threads])
+        .status()
+        .expect("run tacto simulate");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("decisions");
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn simulate_on_threads_writes_the_same_decisions_in_time_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let start = tacto_model::Timestamp::parse("2026-11-02T00:00:00Z").expect("time");
+    let mut text = String::new();
+    for e in tacto_policy::sim::synthetic_inputs(5, 300, start, 14) {
+        text.push_str(&serde_json::to_string(&e).expect("event json"));
+        text.push('\n');
+    }
+    std::fs::write(&events, text).expect("write events");
+    let one = simulate_lines(&events, "1");
+    let three = simulate_lines(&events, "3");
+    assert!(one.len() > 1_000, "{} decisions", one.len());
+    assert_eq!(one.len(), three.len());
+    let parse = |l: &String| -> serde_json::Value { serde_json::from_str(l).expect("json line") };
+    // In time order.
+    let times: Vec<String> = three
+        .iter()
+        .map(|l| parse(l)["time"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order");
+    // Every account's decisions the same and in the same order.
+    let by_account = |lines: &[String]| {
+        let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for l in lines {
+            let account = parse(l)["account"].as_str().unwrap_or_default().to_owned();
+            m.entry(account).or_default().push(l.clone());
+        }
+        m
+    };
+    assert_eq!(by_account(&one), by_account(&three));
+}
+
 fn account_line() -> String {
     serde_json::json!({
         "id": "e-open", "occurred_at": "2026-11-16T15:00:00Z", "account_id": "A-7",

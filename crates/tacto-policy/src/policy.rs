@@ -214,6 +214,12 @@ impl Policy {
             .unwrap_or_else(|e| panic!("policy.example.toml is invalid: {e}"))
     }
 
+    /// The same policy with packs of its own, so their caches of computed windows are not
+    /// shared: for another thread of a simulation, which then never waits on this one's.
+    pub fn copy_for_thread(&self) -> Result<Self, PolicyError> {
+        Self::from_file(self.file.clone())
+    }
+
     /// Validates a parsed policy.
     pub fn from_file(file: PolicyFile) -> Result<Self, PolicyError> {
         let mut packs = Packs::builtin()?;

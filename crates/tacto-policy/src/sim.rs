@@ -27,6 +27,20 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds the counts of another run (over other accounts) to these.
+    pub fn merge(&mut self, other: &Stats) {
+        fn add<K: Ord + Clone>(a: &mut BTreeMap<K, u64>, b: &BTreeMap<K, u64>) {
+            for (k, n) in b {
+                *a.entry(k.clone()).or_default() += n;
+            }
+        }
+        add(&mut self.by_type, &other.by_type);
+        add(&mut self.contacts, &other.contacts);
+        add(&mut self.deferrals, &other.deferrals);
+        add(&mut self.suppressions, &other.suppressions);
+        add(&mut self.recalls, &other.recalls);
+    }
+
     fn count(&mut self, e: &Event) {
         *self.by_type.entry(e.body.type_name()).or_default() += 1;
         match &e.body {
@@ -259,11 +273,54 @@ impl<'p> Simulator<'p> {
     }
 }
 
+/// How many shards a simulation splits its accounts into by default: one per core.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The shard (of `shards`) that simulates an account: a stable hash of its id, so every event
+/// of an account lands in the same shard, on every run and machine.
+pub fn shard_of(account: &str, shards: usize) -> usize {
+    let shards = shards.max(1) as u64;
+    // The remainder is below `shards`, itself a `usize`.
+    (xxhash_rust::xxh3::xxh3_64(account.as_bytes()) % shards) as usize
+}
+
+/// Splits events into `shards` lists by account ([`shard_of`]), keeping their order.
+///
+/// Accounts never affect one another in a simulation: every account's decisions depend on its
+/// own events and timers and on the time, which is each event's own. So simulating each list
+/// on its own [`Simulator`] (on its own thread) gives every account exactly the events one
+/// simulator over all of them gives; only the interleaving of different accounts' events at
+/// the same instant differs.
+pub fn split_by_account(events: Vec<Event>, shards: usize) -> Vec<Vec<Event>> {
+    let shards = shards.max(1);
+    let mut out: Vec<Vec<Event>> = (0..shards)
+        .map(|_| Vec::with_capacity(events.len() / shards + 1))
+        .collect();
+    for e in events {
+        let s = shard_of(e.account_id.as_str(), shards);
+        out[s].push(e);
+    }
+    out
+}
+
 /// The inputs of a synthetic portfolio (`tacto_model::synthetic`): `accounts` accounts opened
 /// at `start` and what their customers do over `days` days, in time order.
 pub fn synthetic_inputs(seed: u64, accounts: u64, start: Timestamp, days: u32) -> Vec<Event> {
+    synthetic_inputs_of(seed, 0..accounts, start, days)
+}
+
+/// [`synthetic_inputs`] of some of the portfolio's accounts (by index), in time order: one
+/// shard of a simulation split over threads.
+pub fn synthetic_inputs_of(
+    seed: u64,
+    accounts: impl IntoIterator<Item = u64>,
+    start: Timestamp,
+    days: u32,
+) -> Vec<Event> {
     let mut inputs = Vec::new();
-    for i in 0..accounts {
+    for i in accounts {
         let open = tacto_model::synthetic::account(seed, i, start);
         if let EventBody::AccountUpserted(d) = &open.body {
             let balance = d.debts.iter().map(|x| x.balance_minor).sum();
@@ -301,11 +358,20 @@ pub fn run_stats(policy: &Policy, inputs: &[Event], until: Timestamp) -> Stats {
     sim.stats
 }
 
-/// Runs the same inputs under two policies.
+/// Runs the same inputs under two policies, the two runs on two threads.
 pub fn compare(a: &Policy, b: &Policy, inputs: &[Event], until: Timestamp) -> Comparison {
+    let (sa, sb) = std::thread::scope(|s| {
+        let other = s.spawn(|| run_stats(b, inputs, until));
+        let first = run_stats(a, inputs, until);
+        // A panic in the other run is a defect of the core: carry it on here.
+        let second = other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (first, second)
+    });
     Comparison {
-        a: (a.version().to_owned(), run_stats(a, inputs, until)),
-        b: (b.version().to_owned(), run_stats(b, inputs, until)),
+        a: (a.version().to_owned(), sa),
+        b: (b.version().to_owned(), sb),
     }
 }
 
@@ -367,6 +433,57 @@ mod tests {
             c,
             compare(&a, &b, &inputs, start.plus(chrono::TimeDelta::days(14)))
         );
+    }
+
+    /// Each account's events, in order, by account.
+    fn by_account(log: &[Event]) -> BTreeMap<String, Vec<&Event>> {
+        let mut m: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+        for e in log {
+            m.entry(e.account_id.as_str().to_owned())
+                .or_default()
+                .push(e);
+        }
+        m
+    }
+
+    #[test]
+    fn shards_give_every_account_the_events_one_simulator_gives() {
+        let policy = Policy::example();
+        let start = Timestamp::parse("2026-11-02T00:00:00Z").expect("time");
+        let inputs = synthetic_inputs(11, 400, start, 30);
+        // One simulator's clock reaches the last input of any account: every shard's must.
+        let last = inputs.iter().map(|e| e.occurred_at).max().expect("inputs");
+        let until = start.plus(chrono::TimeDelta::days(30)).max(last);
+        let mut one = Simulator::new(&policy, true, true);
+        for e in inputs.clone() {
+            one.push(e);
+        }
+        one.advance_to(until);
+
+        let shards = split_by_account(inputs, 3);
+        assert!(shards.iter().all(|s| s.len() > 100), "uneven shards");
+        let mut log = Vec::new();
+        let mut stats = Stats::default();
+        for shard in shards {
+            let mut sim = Simulator::new(&policy, true, true);
+            for e in shard {
+                sim.push(e);
+            }
+            sim.advance_to(until);
+            log.extend(sim.log);
+            stats.merge(&sim.stats);
+        }
+        assert_eq!(stats, one.stats);
+        assert_eq!(log.len(), one.log.len());
+        assert_eq!(by_account(&log), by_account(&one.log));
+        // The split is by account, whatever the number of shards: synthetic shards agree.
+        let some = synthetic_inputs_of(11, (0..400).filter(|i| i % 2 == 1), start, 30);
+        let all = synthetic_inputs(11, 400, start, 30);
+        let odd: Vec<&Event> = all
+            .iter()
+            .filter(|e| some.iter().any(|x| x.account_id == e.account_id))
+            .collect();
+        assert_eq!(some.iter().collect::<Vec<_>>(), odd);
     }
 
     #[test]

@@ -87,6 +87,11 @@ enum Command {
         /// recalls by reason, events by type.
         #[arg(long)]
         compare: Option<PathBuf>,
+        /// Threads, each simulating its share of the accounts (default: one per core). The
+        /// decisions are the same for any number; decisions of different accounts at the same
+        /// instant are written in an order that depends on it.
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             simulated_provider,
             tail_days,
             compare,
+            threads,
         } => simulate::run(&simulate::Options {
             events,
             policy,
@@ -139,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             simulated_provider,
             tail_days,
             compare,
+            threads,
         }),
     }
 }

@@ -1,16 +1,22 @@
 //! `tacto simulate`: the real decision logic on a simulated clock over a file of events.
 //!
 //! Input: JSON lines, one event each, in the API's event format. Output: one JSON line per
-//! decision: `{"time", "account", "kind", "channel", "job_id", "until", "reasons", "event"}`.
+//! decision: `{"time", "account", "kind", "channel", "job_id", "until", "reasons", "event"}`,
+//! in time order.
+//!
+//! The accounts are split over threads (`--threads`, one per core by default), each with its
+//! own simulator; each thread writes its decisions as JSON into chunks, and the main thread
+//! merges the chunks into the output in time order (ties in thread order).
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use tacto_model::{Event, EventBody, ReasonCode, Timestamp};
 use tacto_policy::Policy;
-use tacto_policy::sim::Simulator;
+use tacto_policy::sim::{Simulator, default_shards, split_by_account};
 
 /// Options of `tacto simulate`.
 pub struct Options {
@@ -21,6 +27,8 @@ pub struct Options {
     pub tail_days: u32,
     /// A second policy to run the same events under, for a side-by-side summary.
     pub compare: Option<PathBuf>,
+    /// Threads to split the accounts over (default: one per core).
+    pub threads: Option<usize>,
 }
 
 fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
@@ -77,7 +85,18 @@ fn line(e: &Event) -> Line<'_> {
     }
 }
 
-/// What was taken from the simulator's log so far.
+/// Decisions of one thread as JSON lines, in time order: one message between threads.
+#[derive(Default)]
+struct Chunk {
+    /// Each line's time and where it ends in `bytes`.
+    lines: Vec<(Timestamp, usize)>,
+    bytes: Vec<u8>,
+}
+
+/// Lines per chunk: enough that passing chunks costs little, few enough to keep memory flat.
+const CHUNK_LINES: usize = 1024;
+
+/// What one thread took from its simulator's log.
 #[derive(Default)]
 struct Written {
     /// Inputs and the simulated provider's answers.
@@ -86,19 +105,98 @@ struct Written {
     decisions: usize,
 }
 
-impl Written {
-    /// Writes the decisions in `log` as JSON lines, counts everything, and empties it.
-    fn drain(&mut self, log: &mut Vec<Event>, w: &mut impl Write) -> anyhow::Result<()> {
+/// One thread: simulates its accounts, sends its decisions as chunks of JSON lines. Stops
+/// early when the merge is gone (the output failed).
+fn simulate_shard(
+    policy: &Policy,
+    events: Vec<Event>,
+    until: Option<Timestamp>,
+    provider: bool,
+    out: &SyncSender<Chunk>,
+) -> anyhow::Result<Written> {
+    let mut written = Written::default();
+    let mut chunk = Chunk::default();
+    let mut sim = Simulator::new(policy, provider, true);
+    // Decisions leave as they are made and the log is emptied after each input: memory holds
+    // the accounts, not the whole history (a month of a large portfolio runs to GBs).
+    let mut drain = |log: &mut Vec<Event>, last: bool| -> anyhow::Result<bool> {
         for e in log.drain(..) {
             if e.is_decision() {
-                serde_json::to_writer(&mut *w, &line(&e))?;
-                w.write_all(b"\n")?;
-                self.decisions += 1;
+                serde_json::to_writer(&mut chunk.bytes, &line(&e))?;
+                chunk.bytes.push(b'\n');
+                chunk.lines.push((e.occurred_at, chunk.bytes.len()));
+                written.decisions += 1;
             } else {
-                self.facts += 1;
+                written.facts += 1;
             }
         }
-        Ok(())
+        if chunk.lines.len() >= CHUNK_LINES || (last && !chunk.lines.is_empty()) {
+            return Ok(out.send(std::mem::take(&mut chunk)).is_ok());
+        }
+        Ok(true)
+    };
+    for e in events {
+        sim.push(e);
+        if !drain(&mut sim.log, false)? {
+            return Ok(written);
+        }
+    }
+    if let Some(t) = until {
+        sim.advance_to(t);
+    }
+    drain(&mut sim.log, true)?;
+    Ok(written)
+}
+
+/// The line being merged from one thread: its chunk and the line's index in it.
+struct Head {
+    chunk: Chunk,
+    line: usize,
+}
+
+impl Head {
+    fn first(rx: &Receiver<Chunk>) -> Option<Self> {
+        // Threads send no empty chunk; a closed channel is a thread done.
+        rx.recv().ok().map(|chunk| Self { chunk, line: 0 })
+    }
+
+    fn time(&self) -> Option<Timestamp> {
+        self.chunk.lines.get(self.line).map(|l| l.0)
+    }
+
+    /// The current line's bytes.
+    fn bytes(&self) -> &[u8] {
+        let start = match self.line {
+            0 => 0,
+            n => self.chunk.lines.get(n - 1).map_or(0, |l| l.1),
+        };
+        let end = self.chunk.lines.get(self.line).map_or(start, |l| l.1);
+        self.chunk.bytes.get(start..end).unwrap_or_default()
+    }
+}
+
+/// Writes every thread's lines in time order (ties in thread order): each thread's lines are
+/// already in time order, so the earliest head is always the next line.
+fn merge(threads: Vec<Receiver<Chunk>>, w: &mut impl Write) -> anyhow::Result<()> {
+    let mut heads: Vec<Option<Head>> = threads.iter().map(Head::first).collect();
+    loop {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(k, h)| Some((h.as_ref()?.time()?, k)))
+            .min();
+        let Some((_, k)) = next else {
+            return Ok(());
+        };
+        if let (Some(slot), Some(rx)) = (heads.get_mut(k), threads.get(k))
+            && let Some(head) = slot
+        {
+            w.write_all(head.bytes())?;
+            head.line += 1;
+            if head.time().is_none() {
+                *slot = Head::first(rx);
+            }
+        }
     }
 }
 
@@ -144,17 +242,36 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     });
     let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
     let mut w = BufWriter::new(out);
-    // Decisions are written as they are made and the log emptied after each input: memory
-    // holds the accounts, not the whole history (a month of a large portfolio runs to GBs).
+    let threads = o.threads.unwrap_or_else(default_shards).clamp(1, 1024);
+    // Each thread has its own copy of the policy: no thread waits on another's caches.
+    let policies = (0..threads)
+        .map(|_| policy.copy_for_thread())
+        .collect::<Result<Vec<_>, _>>()?;
+    let shards = split_by_account(events, threads);
+    let provider = o.simulated_provider;
+    let (merged, done) = std::thread::scope(|s| {
+        let mut receivers = Vec::new();
+        let mut handles = Vec::new();
+        for (p, events) in policies.iter().zip(shards) {
+            let (tx, rx) = sync_channel(4);
+            receivers.push(rx);
+            handles.push(s.spawn(move || simulate_shard(p, events, until, provider, &tx)));
+        }
+        // On a failed write the receivers are dropped here, which stops every thread.
+        let merged = merge(receivers, &mut w);
+        let done: Vec<_> = handles
+            .into_iter()
+            // A panic in a thread is a defect of the core: carry it on here.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        (merged, done)
+    });
+    merged.with_context(|| format!("cannot write {}", o.out.display()))?;
     let mut written = Written::default();
-    let mut sim = Simulator::new(&policy, o.simulated_provider, true);
-    for e in events {
-        sim.push(e);
-        written.drain(&mut sim.log, &mut w)?;
-    }
-    if let Some(t) = until {
-        sim.advance_to(t);
-        written.drain(&mut sim.log, &mut w)?;
+    for d in done {
+        let d = d?;
+        written.facts += d.facts;
+        written.decisions += d.decisions;
     }
     w.flush()?;
     eprintln!(
