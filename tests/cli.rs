@@ -31,7 +31,15 @@ fn demo_runs_a_portfolio_and_finds_no_violation() {
 /// The demo's summary without its timing line.
 fn demo_summary(threads: &str) -> String {
     let out = tacto()
-        .args(["demo", "--accounts", "300", "--days", "14", "--threads", threads])
+        .args([
+            "demo",
+            "--accounts",
+            "300",
+            "--days",
+            "14",
+            "--threads",
+            threads,
+        ])
         .output()
         .expect("run tacto demo");
     assert!(out.status.success(), "{out:?}");
@@ -53,7 +61,13 @@ fn the_demo_summary_is_the_same_on_any_number_of_threads() {
 fn simulate_lines(events: &std::path::Path, threads: &str) -> Vec<String> {
     let out = events.with_extension(format!("{threads}.out"));
     let status = tacto()
-        .args(["simulate", "--simulated-provider", "--tail-days", "2", "--events"])
+        .args([
+            "simulate",
+            "--simulated-provider",
+            "--tail-days",
+            "2",
+            "--events",
+        ])
         .arg(events)
         .arg("--out")
         .arg(&out)
@@ -173,6 +187,39 @@ fn simulate_names_the_bad_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("events.jsonl:2"), "{err}");
+}
+
+#[test]
+fn simulate_on_threads_names_the_first_bad_line() {
+    // Lines are parsed in batches on several threads: the error is still the file's first.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let mut text = String::new();
+    for n in 1..=9_000 {
+        match n {
+            5_000 | 7_000 => text.push_str("{\"id\": 3}\n"),
+            _ => {
+                text.push_str(&account_line().replace("\"e-open\"", &format!("\"e-{n}\"")));
+                text.push('\n');
+            }
+        }
+    }
+    std::fs::write(&events, text).expect("write");
+    for threads in ["1", "3"] {
+        let out = tacto()
+            .args(["simulate", "--threads", threads, "--events"])
+            .arg(&events)
+            .arg("--out")
+            .arg(dir.path().join("o.jsonl"))
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("events.jsonl:5000:"),
+            "{threads} threads: {err}"
+        );
+    }
 }
 
 #[test]

@@ -280,29 +280,16 @@ pub fn default_shards() -> usize {
 
 /// The shard (of `shards`) that simulates an account: a stable hash of its id, so every event
 /// of an account lands in the same shard, on every run and machine.
+///
+/// Accounts never affect one another in a simulation: every account's decisions depend on its
+/// own events and timers and on the time, which is each event's own. So simulating each shard
+/// on its own [`Simulator`] (on its own thread), every shard's clock run to the same end,
+/// gives every account exactly the events one simulator over all of them gives; only the
+/// interleaving of different accounts' events at the same instant differs.
 pub fn shard_of(account: &str, shards: usize) -> usize {
     let shards = shards.max(1) as u64;
     // The remainder is below `shards`, itself a `usize`.
     (xxhash_rust::xxh3::xxh3_64(account.as_bytes()) % shards) as usize
-}
-
-/// Splits events into `shards` lists by account ([`shard_of`]), keeping their order.
-///
-/// Accounts never affect one another in a simulation: every account's decisions depend on its
-/// own events and timers and on the time, which is each event's own. So simulating each list
-/// on its own [`Simulator`] (on its own thread) gives every account exactly the events one
-/// simulator over all of them gives; only the interleaving of different accounts' events at
-/// the same instant differs.
-pub fn split_by_account(events: Vec<Event>, shards: usize) -> Vec<Vec<Event>> {
-    let shards = shards.max(1);
-    let mut out: Vec<Vec<Event>> = (0..shards)
-        .map(|_| Vec::with_capacity(events.len() / shards + 1))
-        .collect();
-    for e in events {
-        let s = shard_of(e.account_id.as_str(), shards);
-        out[s].push(e);
-    }
-    out
 }
 
 /// The inputs of a synthetic portfolio (`tacto_model::synthetic`): `accounts` accounts opened
@@ -460,7 +447,10 @@ mod tests {
         }
         one.advance_to(until);
 
-        let shards = split_by_account(inputs, 3);
+        let mut shards = vec![Vec::new(); 3];
+        for e in inputs {
+            shards[shard_of(e.account_id.as_str(), 3)].push(e);
+        }
         assert!(shards.iter().all(|s| s.len() > 100), "uneven shards");
         let mut log = Vec::new();
         let mut stats = Stats::default();

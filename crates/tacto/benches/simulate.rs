@@ -7,8 +7,9 @@
 //! portfolio of `tacto demo`). Events per second count every event of the simulated log: the
 //! inputs read from the file, the provider's answers and the decisions written.
 //!
-//! Run: `cargo bench -p tacto --bench simulate` (`TACTO_BENCH_BIN`: time another build of
-//! `tacto` on the same file). BENCHMARKS.md records the figures.
+//! Run: `cargo bench -p tacto --bench simulate` (`TACTO_BENCH_BIN`: time other builds of
+//! `tacto`, or other arguments, on the same file, alternating: comma-separated, each a binary
+//! and its extra arguments). BENCHMARKS.md records the figures.
 #![allow(missing_docs)]
 
 use std::io::{BufWriter, Write};
@@ -63,41 +64,57 @@ fn main() -> anyhow::Result<()> {
     );
     drop(inputs);
 
-    // Another build of tacto (an earlier commit, say) can be timed on the same file.
-    let binary = std::env::var("TACTO_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_tacto").into());
-    let mut rates = Vec::new();
-    let mut secs = Vec::new();
+    // Other builds of tacto (an earlier commit, say), or other arguments, can be timed on the
+    // same file, alternating run by run: `TACTO_BENCH_BIN="/tmp/a,/tmp/b --threads 1"`.
+    let variants: Vec<Vec<String>> = std::env::var("TACTO_BENCH_BIN")
+        .unwrap_or(env!("CARGO_BIN_EXE_tacto").into())
+        .split(',')
+        .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let mut rates = vec![Vec::new(); variants.len()];
+    let mut secs = vec![Vec::new(); variants.len()];
     for run in 1..=runs {
-        let began = Instant::now();
-        let output = Command::new(&binary)
-            .arg("simulate")
-            .arg("--events")
-            .arg(&events)
-            .arg("--out")
-            .arg(&out)
-            .args(["--simulated-provider", "--tail-days", "1"])
-            .output()?;
-        let elapsed = began.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if !output.status.success() {
-            anyhow::bail!("tacto simulate failed: {stderr}");
+        for (i, variant) in variants.iter().enumerate() {
+            let Some((binary, extra)) = variant.split_first() else {
+                continue;
+            };
+            let began = Instant::now();
+            let output = Command::new(binary)
+                .arg("simulate")
+                .arg("--events")
+                .arg(&events)
+                .arg("--out")
+                .arg(&out)
+                .args(["--simulated-provider", "--tail-days", "1"])
+                .args(extra)
+                .output()?;
+            let elapsed = began.elapsed().as_secs_f64();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() {
+                anyhow::bail!("tacto simulate failed: {stderr}");
+            }
+            let Some((inputs, decisions)) = counts(&stderr) else {
+                anyhow::bail!("tacto simulate printed no counts: {stderr}");
+            };
+            let rate = (inputs + decisions) as f64 / elapsed;
+            println!(
+                "  run {run} of {}: {elapsed:.2} s, {inputs} events in, {decisions} decisions out: {rate:.0} events/s",
+                variant.join(" ")
+            );
+            rates[i].push(rate);
+            secs[i].push(elapsed);
         }
-        let Some((inputs, decisions)) = counts(&stderr) else {
-            anyhow::bail!("tacto simulate printed no counts: {stderr}");
-        };
-        let rate = (inputs + decisions) as f64 / elapsed;
-        println!(
-            "  run {run}: {elapsed:.2} s, {inputs} events in, {decisions} decisions out: {rate:.0} events/s"
-        );
-        rates.push(rate);
-        secs.push(elapsed);
     }
-    println!(
-        "simulate: median {:.2} s, {:.0} events/s (min {:.0}, max {:.0})",
-        median(secs),
-        median(rates.clone()),
-        rates.iter().copied().fold(f64::INFINITY, f64::min),
-        rates.iter().copied().fold(0.0, f64::max),
-    );
+    for ((variant, rates), secs) in variants.iter().zip(rates).zip(secs) {
+        println!(
+            "simulate ({}): median {:.2} s, {:.0} events/s (min {:.0}, max {:.0})",
+            variant.join(" "),
+            median(secs),
+            median(rates.clone()),
+            rates.iter().copied().fold(f64::INFINITY, f64::min),
+            rates.iter().copied().fold(0.0, f64::max),
+        );
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! own simulator; each thread writes its decisions as JSON into chunks, and the main thread
 //! merges the chunks into the output in time order (ties in thread order).
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use tacto_model::{Event, EventBody, ReasonCode, Timestamp};
 use tacto_policy::Policy;
-use tacto_policy::sim::{Simulator, default_shards, split_by_account};
+use tacto_policy::sim::{Simulator, default_shards, shard_of};
 
 /// Options of `tacto simulate`.
 pub struct Options {
@@ -109,7 +109,7 @@ struct Written {
 /// early when the merge is gone (the output failed).
 fn simulate_shard(
     policy: &Policy,
-    events: Vec<Event>,
+    events: Vec<Numbered>,
     until: Option<Timestamp>,
     provider: bool,
     out: &SyncSender<Chunk>,
@@ -135,7 +135,7 @@ fn simulate_shard(
         }
         Ok(true)
     };
-    for e in events {
+    for (_, e) in events {
         sim.push(e);
         if !drain(&mut sim.log, false)? {
             return Ok(written);
@@ -200,6 +200,125 @@ fn merge(threads: Vec<Receiver<Chunk>>, w: &mut impl Write) -> anyhow::Result<()
     }
 }
 
+/// Lines read before they are handed to a parsing thread.
+const BATCH_LINES: usize = 2048;
+
+/// Lines of the events file, numbered from 1.
+type Batch = Vec<(usize, String)>;
+
+/// An event with its line number in the events file.
+type Numbered = (usize, Event);
+
+/// Events split by account into the threads' shares.
+type Shares = Vec<Vec<Numbered>>;
+
+/// Reads the events file, parsing its lines on `shards` threads, into `shards` lists split by
+/// account ([`tacto_policy::sim::shard_of`]), each in time order, ties in file order; every
+/// event with its line number.
+fn read_events(path: &std::path::Path, shards: usize) -> anyhow::Result<Shares> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let parsed = std::thread::scope(|s| -> anyhow::Result<Vec<Shares>> {
+        let mut senders = Vec::new();
+        let mut parsers = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = sync_channel::<Batch>(4);
+            senders.push(tx);
+            parsers.push(s.spawn(move || parse_batches(path, &rx, shards)));
+        }
+        let mut batch = Batch::with_capacity(BATCH_LINES);
+        let mut sent = 0usize;
+        let mut send = |batch: Batch| {
+            // A parser that stopped has an error to report, which its join returns.
+            let to = senders.get(sent % senders.len());
+            sent += 1;
+            to.is_some_and(|tx| tx.send(batch).is_ok())
+        };
+        for (n, l) in BufReader::new(file).lines().enumerate() {
+            let l = l.with_context(|| format!("cannot read {}", path.display()))?;
+            batch.push((n + 1, l));
+            if batch.len() == BATCH_LINES
+                && !send(std::mem::replace(
+                    &mut batch,
+                    Batch::with_capacity(BATCH_LINES),
+                ))
+            {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            send(batch);
+        }
+        drop(senders);
+        let mut out = Vec::new();
+        let mut first_error: Option<(usize, anyhow::Error)> = None;
+        for p in parsers {
+            // A panic in a parser is a defect: carry it on here.
+            match p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                Ok(parsed) => out.push(parsed),
+                // Lines go out in order, so the error on the lowest line is the file's first.
+                Err((n, e)) if first_error.as_ref().is_none_or(|(m, _)| n < *m) => {
+                    first_error = Some((n, e));
+                }
+                Err(_) => {}
+            }
+        }
+        match first_error {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    })?;
+    let mut shards: Shares = (0..shards).map(|_| Vec::new()).collect();
+    for (k, shard) in shards.iter_mut().enumerate() {
+        let total = parsed.iter().map(|p| p.get(k).map_or(0, Vec::len)).sum();
+        shard.reserve_exact(total);
+    }
+    for parser in parsed {
+        for (k, part) in parser.into_iter().enumerate() {
+            if let Some(shard) = shards.get_mut(k) {
+                shard.extend(part);
+            }
+        }
+    }
+    for shard in &mut shards {
+        shard.sort_unstable_by_key(|(n, e)| (e.occurred_at, *n));
+    }
+    Ok(shards)
+}
+
+/// One parsing thread: the events of its batches, by shard. Stops at the first bad line, with
+/// its number.
+fn parse_batches(
+    path: &std::path::Path,
+    batches: &Receiver<Batch>,
+    shards: usize,
+) -> Result<Shares, (usize, anyhow::Error)> {
+    let mut out: Shares = (0..shards).map(|_| Vec::new()).collect();
+    while let Ok(batch) = batches.recv() {
+        for (n, l) in batch {
+            if l.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(&l)
+                .with_context(|| format!("{}:{n}: not an event", path.display()))
+                .map_err(|e| (n, e))?;
+            if e.is_decision() {
+                return Err((
+                    n,
+                    anyhow::anyhow!(
+                        "{}:{n}: {} is a decision; the input holds facts only",
+                        path.display(),
+                        e.body.type_name()
+                    ),
+                ));
+            }
+            if let Some(shard) = out.get_mut(shard_of(e.account_id.as_str(), shards)) {
+                shard.push((n, e));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the events, runs them, writes the decisions.
 pub fn run(o: &Options) -> anyhow::Result<()> {
     let policy = match &o.policy {
@@ -207,47 +326,26 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         None => Policy::example(),
     };
     let other = o.compare.as_deref().map(load_policy).transpose()?;
-    let file =
-        File::open(&o.events).with_context(|| format!("cannot open {}", o.events.display()))?;
-    let mut events = Vec::new();
-    for (n, l) in BufReader::new(file).lines().enumerate() {
-        let l = l.with_context(|| format!("cannot read {}", o.events.display()))?;
-        if l.trim().is_empty() {
-            continue;
-        }
-        let e: Event = serde_json::from_str(&l)
-            .with_context(|| format!("{}:{}: not an event", o.events.display(), n + 1))?;
-        if e.is_decision() {
-            bail!(
-                "{}:{}: {} is a decision; the input holds facts only",
-                o.events.display(),
-                n + 1,
-                e.body.type_name()
-            );
-        }
-        events.push(e);
-    }
-    events.sort_by_key(|e| e.occurred_at);
-    let until = events.last().map(|e| {
-        e.occurred_at
-            .plus(chrono::TimeDelta::days(i64::from(o.tail_days)))
-    });
+    let threads = o.threads.unwrap_or_else(default_shards).clamp(1, 1024);
+    let shards = read_events(&o.events, threads)?;
+    let until = shards
+        .iter()
+        .filter_map(|s| s.last().map(|(_, e)| e.occurred_at))
+        .max()
+        .map(|t| t.plus(chrono::TimeDelta::days(i64::from(o.tail_days))));
     let comparison = other.as_ref().map(|b| {
-        tacto_policy::sim::compare(
-            &policy,
-            b,
-            &events,
-            until.unwrap_or(Timestamp::from_micros(0)),
-        )
+        // Every event in one list, in time order (ties in file order).
+        let mut all: Vec<&(usize, Event)> = shards.iter().flatten().collect();
+        all.sort_by_key(|(n, e)| (e.occurred_at, *n));
+        let all: Vec<Event> = all.into_iter().map(|(_, e)| e.clone()).collect();
+        tacto_policy::sim::compare(&policy, b, &all, until.unwrap_or(Timestamp::from_micros(0)))
     });
     let out = File::create(&o.out).with_context(|| format!("cannot write {}", o.out.display()))?;
     let mut w = BufWriter::new(out);
-    let threads = o.threads.unwrap_or_else(default_shards).clamp(1, 1024);
     // Each thread has its own copy of the policy: no thread waits on another's caches.
     let policies = (0..threads)
         .map(|_| policy.copy_for_thread())
         .collect::<Result<Vec<_>, _>>()?;
-    let shards = split_by_account(events, threads);
     let provider = o.simulated_provider;
     let (merged, done) = std::thread::scope(|s| {
         let mut receivers = Vec::new();
