@@ -7,6 +7,7 @@
 
 use crate::ids::{AccountId, DebtId, EventId, JobId, PersonId};
 use crate::time::{Date, Timestamp};
+pub use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -451,10 +452,13 @@ pub struct ContactJob {
 }
 
 /// The explanation attached to every decision.
+///
+/// Its texts that repeat from decision to decision (the policy version, rule ids, packs,
+/// sources) are shared [`ArcStr`]s: a copy is a reference, and a literal costs nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// The policy version that decided.
-    pub policy_version: String,
+    pub policy_version: ArcStr,
     /// Reasons, most important first.
     pub reasons: Vec<Reason>,
 }
@@ -477,11 +481,11 @@ pub struct Reason {
     /// Machine-readable code.
     pub code: ReasonCode,
     /// The rule id that fired, e.g. `us.reg_f.7in7`.
-    pub rule: String,
+    pub rule: ArcStr,
     /// The pack or policy section it belongs to, e.g. `US`, `policy`.
-    pub pack: String,
+    pub pack: ArcStr,
     /// Legal or contractual source, e.g. `12 CFR 1006.14(b)(2)`.
-    pub source: String,
+    pub source: ArcStr,
     /// Human-readable detail (no personal data).
     pub detail: String,
 }

@@ -21,7 +21,7 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use std::sync::Arc;
 use tacto_model::{
-    Channel, ContactJob, DecisionRecord, Event, EventBody, JobId, Reason, ReasonCode, Timestamp,
+    ArcStr, Channel, ContactJob, DecisionRecord, Event, EventBody, JobId, Reason, ReasonCode, Timestamp,
 };
 
 /// The result of one decision.
@@ -36,12 +36,15 @@ pub struct Decision {
 const MICROS_PER_MINUTE: i64 = 60_000_000;
 const MICROS_PER_DAY: i64 = 24 * 60 * MICROS_PER_MINUTE;
 
-fn core_rule(rule: &str, source: &str) -> RuleRef {
-    RuleRef {
-        rule: rule.to_owned(),
-        pack: "core".to_owned(),
-        source: source.to_owned(),
-    }
+/// A rule of Tacto's core, from literals: shared texts, no allocation.
+macro_rules! core_rule {
+    ($rule:literal, $source:literal $(,)?) => {
+        RuleRef {
+            rule: arcstr::literal!($rule),
+            pack: arcstr::literal!("core"),
+            source: arcstr::literal!($source),
+        }
+    };
 }
 
 fn reason(code: ReasonCode, r: &RuleRef, detail: impl Into<String>) -> Reason {
@@ -77,16 +80,16 @@ impl Ctx<'_> {
 
     fn record(&self, reasons: Vec<Reason>) -> DecisionRecord {
         DecisionRecord {
-            policy_version: self.policy.version().to_owned(),
+            policy_version: self.policy.file.version.clone(),
             reasons,
         }
     }
 
-    fn policy_rule(&self, rule: &str) -> RuleRef {
+    fn policy_rule(&self, rule: ArcStr) -> RuleRef {
         RuleRef {
-            rule: rule.to_owned(),
-            pack: "policy".to_owned(),
-            source: format!("tenant policy {}", self.policy.version()),
+            rule,
+            pack: arcstr::literal!("policy"),
+            source: self.policy.source.clone(),
         }
     }
 
@@ -159,7 +162,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     // 1. Promise resolution.
     if let Some(p) = a.promise() {
         if p.paid_minor >= p.amount_minor || a.balance_minor <= 0 {
-            let r = core_rule("core.promise.kept", "tenant policy: promise kept when paid");
+            let r = core_rule!("core.promise.kept", "tenant policy: promise kept when paid");
             let rec = ctx.record(vec![reason(
                 ReasonCode::PromiseKept,
                 &r,
@@ -173,7 +176,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
         }
         let deadline = promise_deadline(ctx, p.due_date);
         if now >= deadline {
-            let r = ctx.policy_rule("policy.promise_grace_days");
+            let r = ctx.policy_rule(arcstr::literal!("policy.promise_grace_days"));
             let rec = ctx.record(vec![reason(
                 ReasonCode::PromiseBroken,
                 &r,
@@ -192,7 +195,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
 
     // Disputes always reach customer service, whatever else holds the account.
     for d in a.disputes().iter().filter(|d| !d.task_created) {
-        let r = core_rule(
+        let r = core_rule!(
             "core.dispute.task",
             "15 U.S.C. §1692g(b): collection stops until the debt is verified",
         );
@@ -214,7 +217,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     // 3. Queued work that became wrong.
     let opted = a.opted_out;
     if a.queued().any(|q| q.has(af::STALE)) {
-        let r = core_rule(
+        let r = core_rule!(
             "core.partial_payment.replan",
             "Tacto core: work planned for an older balance is recalled",
         );
@@ -226,7 +229,7 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
         recall(ctx, |q| q.has(af::STALE), why);
     }
     if a.queued().any(|q| opted.contains(q.channel)) {
-        let r = core_rule(
+        let r = core_rule!(
             "core.opt_out.channel",
             "12 CFR 1006.14(h); 47 CFR 64.1200(a)(10): a request not to use a medium is honoured",
         );
@@ -246,41 +249,45 @@ fn decide_inner(ctx: &mut Ctx<'_>) -> Option<i64> {
     cadence(ctx)
 }
 
-/// Account flags that stop all contact, most serious first: (flag, code, rule, source, detail).
-const FLAG_HOLDS: &[(u16, ReasonCode, &str, &str, &str)] = &[
+/// Account flags that stop all contact, most serious first: (flag, code, rule, detail).
+const FLAG_HOLDS: &[(u16, ReasonCode, RuleRef, &str)] = &[
     (
         flag::DECEASED,
         ReasonCode::Deceased,
-        "core.deceased",
-        "12 CFR 1006.2(e) (estate representatives only)",
+        core_rule!(
+            "core.deceased",
+            "12 CFR 1006.2(e) (estate representatives only)"
+        ),
         "customer deceased",
     ),
     (
         flag::BANKRUPT,
         ReasonCode::Bankruptcy,
-        "core.bankruptcy_stay",
-        "11 U.S.C. §362(a)(6): automatic stay",
+        core_rule!(
+            "core.bankruptcy_stay",
+            "11 U.S.C. §362(a)(6): automatic stay"
+        ),
         "bankruptcy notified",
     ),
     (
         flag::CEASE,
         ReasonCode::CeaseCommunication,
-        "core.cease",
-        "15 U.S.C. §1692c(c)",
+        core_rule!("core.cease", "15 U.S.C. §1692c(c)"),
         "customer asked to cease communication",
     ),
     (
         flag::ATTORNEY,
         ReasonCode::AttorneyRepresented,
-        "core.attorney",
-        "15 U.S.C. §1692c(a)(2): contact the attorney only",
+        core_rule!(
+            "core.attorney",
+            "15 U.S.C. §1692c(a)(2): contact the attorney only"
+        ),
         "represented by an attorney",
     ),
     (
         flag::DISPUTE_UPHELD,
         ReasonCode::DisputeUpheld,
-        "core.dispute_upheld",
-        "15 U.S.C. §1692g(b)",
+        core_rule!("core.dispute_upheld", "15 U.S.C. §1692g(b)"),
         "a dispute was resolved in the customer's favour",
     ),
 ];
@@ -288,33 +295,35 @@ const FLAG_HOLDS: &[(u16, ReasonCode, &str, &str, &str)] = &[
 /// The hold that stops all contact now, with when to look again.
 fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
     let a = ctx.account;
-    let r = |code, rule: &str, source: &str, detail: &str| {
-        Some((reason(code, &core_rule(rule, source), detail), None))
-    };
+    let r = |code, rule: &RuleRef, detail: &str| Some((reason(code, rule, detail), None));
     if a.balance_minor <= 0 {
         return r(
             ReasonCode::PaidInFull,
-            "core.paid_in_full",
-            "Tacto core: no collection contact on a settled account",
+            &core_rule!(
+                "core.paid_in_full",
+                "Tacto core: no collection contact on a settled account"
+            ),
             "balance is zero",
         );
     }
-    for &(f, code, rule, source, detail) in FLAG_HOLDS {
-        if a.has(f) {
-            return r(code, rule, source, detail);
+    for (f, code, rule, detail) in FLAG_HOLDS {
+        if a.has(*f) {
+            return r(*code, rule, detail);
         }
     }
     if !a.disputes().is_empty() {
         return r(
             ReasonCode::DisputeHold,
-            "core.dispute_hold",
-            "15 U.S.C. §1692g(b): collection stops until the debt is verified",
+            &core_rule!(
+                "core.dispute_hold",
+                "15 U.S.C. §1692g(b): collection stops until the debt is verified"
+            ),
             "dispute open",
         );
     }
     if let Some(p) = a.promise() {
         let until = promise_deadline(ctx, p.due_date);
-        let rule = core_rule(
+        let rule = core_rule!(
             "core.promise_hold",
             "tenant policy: no collection contact while a promise to pay is pending",
         );
@@ -333,8 +342,10 @@ fn hold(ctx: &Ctx<'_>) -> Option<(Reason, Option<i64>)> {
     if a.opted_out.is_all() {
         return r(
             ReasonCode::OptedOut,
-            "core.opt_out.all",
-            "12 CFR 1006.14(h); 47 U.S.C. §227 (revocation of consent)",
+            &core_rule!(
+                "core.opt_out.all",
+                "12 CFR 1006.14(h); 47 U.S.C. §227 (revocation of consent)"
+            ),
             "opted out of every channel",
         );
     }
@@ -492,7 +503,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
     let step_name = [cadence_name, "/", &placed.name].concat();
 
     if ctx.packs().is_empty() {
-        let r = core_rule(
+        let r = core_rule!(
             "core.unknown_jurisdiction",
             "Tacto core: no pack covers the account's country, so no contact is allowed",
         );
@@ -542,7 +553,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
     let horizon_days = u64::from(ctx.policy.file.horizon_days);
     let mut reasons = Vec::new();
     if uncertain {
-        let r = core_rule(
+        let r = core_rule!(
             "core.zone.unknown",
             "12 CFR 1006.6(b)(1)(i) commentary: convenient in every location the information suggests",
         );
@@ -556,7 +567,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
         Earliest::Now(end) => {
             let validity = ledger::hours(ctx.policy.file.job_validity_hours);
             let not_after = end.min(now + validity);
-            let r = ctx.policy_rule(&format!("cadence.{cadence_name}"));
+            let r = ctx.policy_rule(format!("cadence.{cadence_name}").into());
             reasons.insert(
                 0,
                 reason(
@@ -663,7 +674,7 @@ fn jittered(job: &JobId, at: i64, end: i64, jitter_minutes: u32) -> i64 {
 fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'p Point, Reason> {
     let a = ctx.account;
     if a.opted_out.contains(c) {
-        let r = core_rule(
+        let r = core_rule!(
             "core.opt_out.channel",
             "12 CFR 1006.14(h); 47 CFR 64.1200(a)(10): a request not to use a medium is honoured",
         );
@@ -678,7 +689,7 @@ fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'
         .channel_min_balance(c)
         .max(placed.step.min_balance_minor.unwrap_or(0));
     if a.balance_minor < min {
-        let r = ctx.policy_rule(&format!("channels.{c}.min_balance_minor"));
+        let r = ctx.policy_rule(format!("channels.{c}.min_balance_minor").into());
         return Err(reason(
             ReasonCode::BelowMinimumBalance,
             &r,
@@ -695,7 +706,7 @@ fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'
             ctx.policy
                 .file
                 .require_consent_everywhere
-                .then(|| ctx.policy_rule("require_consent_everywhere"))
+                .then(|| ctx.policy_rule(arcstr::literal!("require_consent_everywhere")))
         });
     let mut points = ctx
         .profile
@@ -704,7 +715,7 @@ fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'
         .filter(|p| p.channel == c)
         .peekable();
     if points.peek().is_none() {
-        let r = core_rule(
+        let r = core_rule!(
             "core.contact_point",
             "Tacto core: a channel needs an address",
         );
@@ -723,7 +734,7 @@ fn usable_point<'p>(ctx: &Ctx<'p>, c: Channel, placed: &PlacedStep) -> Result<&'
 }
 
 fn unreachable_reason(c: Channel) -> Reason {
-    let r = core_rule(
+    let r = core_rule!(
         "core.contact_point",
         "Tacto core: a channel needs an address",
     );
@@ -748,17 +759,12 @@ pub(crate) enum Earliest {
     NotWithin(Vec<Reason>),
 }
 
-fn all_caps<'c>(ctx: &'c Ctx<'_>) -> impl Iterator<Item = (&'c CapRule, String)> {
+fn all_caps<'c>(ctx: &'c Ctx<'_>) -> impl Iterator<Item = (&'c CapRule, &'c ArcStr)> {
+    const POLICY: &ArcStr = &arcstr::literal!("policy");
     ctx.packs()
         .iter()
-        .flat_map(|p| p.file.caps.iter().map(move |c| (c, p.id().to_owned())))
-        .chain(
-            ctx.policy
-                .file
-                .caps
-                .iter()
-                .map(|c| (c, "policy".to_owned())),
-        )
+        .flat_map(|p| p.file.caps.iter().map(move |c| (c, &p.file.id)))
+        .chain(ctx.policy.file.caps.iter().map(|c| (c, POLICY)))
 }
 
 fn consent_lifts(a: &Account, since_channels: &[Channel], hours: Option<u32>, t: i64) -> bool {
@@ -825,7 +831,7 @@ fn earliest_allowed(
                 let n = ledger::cap_count(attempts, cap, cur);
                 let r = RuleRef {
                     rule: cap.rule.clone(),
-                    pack,
+                    pack: pack.clone(),
                     source: cap.source.clone(),
                 };
                 add(reason(
@@ -889,7 +895,7 @@ fn earliest_allowed(
 
 fn closure_reason(c: &Closure) -> Reason {
     let r = c.rule.clone().unwrap_or_else(|| {
-        core_rule(
+        core_rule!(
             "consumer.inconvenient_times",
             "12 CFR 1006.6(b)(1): times the consumer said are inconvenient",
         )
@@ -906,7 +912,7 @@ pub fn last_look(
     policy: &Policy,
 ) -> Result<(), Vec<Reason>> {
     let Some(profile) = account.profile.as_deref() else {
-        let r = core_rule("core.unknown_account", "Tacto core: unknown account");
+        let r = core_rule!("core.unknown_account", "Tacto core: unknown account");
         return Err(vec![reason(
             ReasonCode::NoContactPoint,
             &r,
@@ -925,7 +931,7 @@ pub fn last_look(
         return Err(vec![why]);
     }
     let Some(key) = JobKey::parse(job.job_id.as_str(), account.id.as_str()) else {
-        let r = core_rule(
+        let r = core_rule!(
             "core.job_id",
             "Tacto core: job ids are derived from the account",
         );
@@ -937,7 +943,7 @@ pub fn last_look(
     };
     let attempt = account.attempts.iter().find(|x| x.key == key);
     if attempt.is_none_or(|x| !x.in_queue() || x.has(af::STALE)) {
-        let r = core_rule(
+        let r = core_rule!(
             "core.job_recalled",
             "Tacto core: recalled or finished jobs are not sent",
         );
@@ -948,11 +954,11 @@ pub fn last_look(
         )]);
     }
     if ctx.packs().is_empty() {
-        let r = core_rule("core.unknown_jurisdiction", "Tacto core: no pack");
+        let r = core_rule!("core.unknown_jurisdiction", "Tacto core: no pack");
         return Err(vec![reason(ReasonCode::UnknownJurisdiction, &r, "no pack")]);
     }
     if now > job.not_after || now < job.not_before {
-        let r = core_rule(
+        let r = core_rule!(
             "core.job_window",
             "Tacto core: a job is sent only inside its window",
         );
@@ -970,7 +976,7 @@ pub fn last_look(
         return Err(vec![unreachable_reason(job.channel)]);
     };
     if account.opted_out.contains(job.channel) {
-        let r = core_rule("core.opt_out.channel", "12 CFR 1006.14(h)");
+        let r = core_rule!("core.opt_out.channel", "12 CFR 1006.14(h)");
         return Err(vec![reason(ReasonCode::OptedOut, &r, "opted out")]);
     }
     let (zones, _) = ctx.zones_for(Some(point));

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tacto_model::{Channel, Jurisdiction};
+use tacto_model::{ArcStr, Channel, Jurisdiction};
 
 /// How well a rule's legal basis was verified (from `compliance-rules.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -28,11 +28,11 @@ pub enum Confidence {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleRef {
     /// Rule id, e.g. `us.reg_f.7in7`.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Pack id, e.g. `US`, or `policy` for the tenant's own rules.
-    pub pack: String,
+    pub pack: ArcStr,
     /// Legal or contractual source.
-    pub source: String,
+    pub source: ArcStr,
 }
 
 /// Contact allowed only during these local hours on these days.
@@ -40,9 +40,9 @@ pub struct RuleRef {
 #[serde(deny_unknown_fields)]
 pub struct HoursRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -60,9 +60,9 @@ pub struct HoursRule {
 #[derive(Clone, Debug, Deserialize)]
 pub struct HolidaysRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -78,9 +78,9 @@ pub struct HolidaysRule {
 #[serde(deny_unknown_fields)]
 pub struct CapRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal or contractual source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -104,9 +104,9 @@ pub struct CapRule {
 #[serde(deny_unknown_fields)]
 pub struct WaitRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -126,9 +126,9 @@ pub struct WaitRule {
 #[serde(deny_unknown_fields)]
 pub struct SpacingRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -143,9 +143,9 @@ pub struct SpacingRule {
 #[serde(deny_unknown_fields)]
 pub struct ConsentRule {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// Legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Verification level.
     #[serde(default)]
     pub confidence: Confidence,
@@ -158,7 +158,7 @@ pub struct ConsentRule {
 #[serde(deny_unknown_fields)]
 pub struct PackFile {
     /// `US`, `US-MA`, `CO` …: a country or an ISO 3166-2 subdivision.
-    pub id: String,
+    pub id: ArcStr,
     /// Human name.
     pub name: String,
     /// Zones the territory spans; used when the customer's own zone is unknown.
@@ -267,7 +267,7 @@ impl Pack {
     /// Compiles a parsed pack.
     pub fn compile(file: PackFile) -> Result<Self, PackError> {
         let invalid = |rule: &str, why: String| PackError::Invalid {
-            pack: file.id.clone(),
+            pack: file.id.to_string(),
             rule: rule.to_owned(),
             why,
         };
@@ -380,11 +380,11 @@ impl Pack {
     }
 
     /// A reference to one of this pack's rules.
-    pub fn rule_ref(&self, rule: &str, source: &str) -> RuleRef {
+    pub fn rule_ref(&self, rule: &ArcStr, source: &ArcStr) -> RuleRef {
         RuleRef {
-            rule: rule.to_owned(),
+            rule: rule.clone(),
             pack: self.file.id.clone(),
-            source: source.to_owned(),
+            source: source.clone(),
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::pack::{CapRule, Pack, PackError, PackFile, Packs};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use tacto_model::Channel;
+use tacto_model::{ArcStr, Channel};
 
 /// A policy that failed to load.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +125,7 @@ pub struct BrokenPromise {
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     /// Version stamped on every decision.
-    pub version: String,
+    pub version: ArcStr,
     /// Days after a promise's due date before it is judged broken.
     #[serde(default = "two")]
     pub promise_grace_days: u32,
@@ -195,6 +195,8 @@ pub struct Policy {
     pub cadences: BTreeMap<String, Vec<PlacedStep>>,
     /// Built-in packs plus overrides.
     pub packs: Packs,
+    /// The source named by the tenant's own rules in explanations: `tenant policy {version}`.
+    pub source: ArcStr,
 }
 
 /// A commented example policy, shipped as the default.
@@ -276,6 +278,7 @@ impl Policy {
             ));
         }
         Ok(Self {
+            source: format!("tenant policy {}", file.version).into(),
             file,
             cadences,
             packs,

@@ -7,17 +7,17 @@ use crate::account::Account;
 use crate::ledger::{self, flags};
 use crate::policy::Policy;
 use serde::Serialize;
-use tacto_model::{Channel, Timestamp};
+use tacto_model::{ArcStr, Channel, Timestamp};
 
 /// One cap and how much of it the account has used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CapUse {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// The pack (or `policy`) it belongs to.
     pub pack: String,
     /// Its legal or contractual source.
-    pub source: String,
+    pub source: ArcStr,
     /// Channels it counts and limits together.
     pub channels: Vec<Channel>,
     /// Counted attempts allowed in the window.
@@ -34,11 +34,11 @@ pub struct CapUse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WaitUse {
     /// Rule id.
-    pub rule: String,
+    pub rule: ArcStr,
     /// The pack it belongs to.
     pub pack: String,
     /// Its legal source.
-    pub source: String,
+    pub source: ArcStr,
     /// Channels blocked during the wait.
     pub channels: Vec<Channel>,
     /// Length of the wait, hours.
