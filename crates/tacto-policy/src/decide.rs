@@ -21,7 +21,8 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use std::sync::Arc;
 use tacto_model::{
-    ArcStr, Channel, ContactJob, DecisionRecord, Event, EventBody, JobId, Reason, ReasonCode, Timestamp,
+    ArcStr, Channel, ContactJob, DecisionRecord, Event, EventBody, JobId, Reason, ReasonCode,
+    Timestamp,
 };
 
 /// The result of one decision.
