@@ -314,7 +314,7 @@ struct Waiting {
     partition: u32,
     offset: u64,
     account: AccountId,
-    job: ContactJob,
+    job: Box<ContactJob>,
     /// The record's trace context headers (`traceparent`, `tracestate`).
     headers: Vec<(HeaderText, HeaderText)>,
     clock: fn() -> Timestamp,

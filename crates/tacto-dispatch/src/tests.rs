@@ -47,7 +47,7 @@ fn sample_job(id: &str) -> ContactJob {
     let mut job = samples::sample_events()
         .into_iter()
         .find_map(|e| match e.body {
-            EventBody::ContactScheduled(job) => Some(job),
+            EventBody::ContactScheduled(job) => Some(*job),
             _ => None,
         })
         .expect("the samples schedule a job");
@@ -247,7 +247,7 @@ async fn a_job_whose_outcome_cannot_be_written_is_handled_again() {
         partition: 1,
         offset: 41,
         account: AccountId("A-unknown".into()),
-        job,
+        job: Box::new(job),
         headers: Vec::new(),
         clock: || Timestamp::parse("2026-11-23T15:00:00Z").expect("time"),
         offsets: offsets.clone(),

@@ -177,7 +177,7 @@ fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
         language: non_empty(r.language).unwrap_or_default(),
         identity: identity(r.birth_date, non_empty(r.document_last_digits)),
     };
-    let body = EventBody::AccountUpserted(data);
+    let body = EventBody::AccountUpserted(Box::new(data));
     // The same row imported twice is the same fact. Hashed in postcard's compact encoding: a
     // digest of the JSON cost 4% of the pipeline's CPU during a load (BENCHMARKS.md).
     let digest = postcard::to_allocvec(&body)

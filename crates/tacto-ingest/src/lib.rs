@@ -399,7 +399,13 @@ async fn put_account(
 ) -> Result<Response, Problem> {
     let key = request_key(&headers, digest(&body), &id, "upsert");
     let data: AccountData = parse(body)?;
-    let e = event(&s, key.clone(), id, None, EventBody::AccountUpserted(data));
+    let e = event(
+        &s,
+        key.clone(),
+        id,
+        None,
+        EventBody::AccountUpserted(Box::new(data)),
+    );
     submit(&s, e, format!("key:{key}")).await
 }
 

@@ -33,7 +33,7 @@ pub struct Event {
 pub enum EventBody {
     // ---- inputs --------------------------------------------------------------------------
     /// The account was opened, became delinquent, or its data changed (full replacement).
-    AccountUpserted(AccountData),
+    AccountUpserted(Box<AccountData>),
     /// Money arrived.
     PaymentReceived {
         /// The payment processor's id; a payment is applied once.
@@ -130,7 +130,7 @@ pub enum EventBody {
 
     // ---- outputs (decisions) --------------------------------------------------------------
     /// Tacto decided to contact the customer: a job for dispatch.
-    ContactScheduled(ContactJob),
+    ContactScheduled(Box<ContactJob>),
     /// A due contact may not happen now; it will be retried at `until`.
     ContactDeferred {
         /// The job that was due (it keeps this id when it is scheduled later).
@@ -610,5 +610,18 @@ impl EventBody {
             EventBody::PromiseBroken { .. } => "promise_broken",
             EventBody::PlanMade { .. } => "plan_made",
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_stays_small() {
+        // Every event is moved several times between the log, the decision and the simulator:
+        // the large bodies (an account's data, a contact job) are boxed to keep it small.
+        let size = std::mem::size_of::<Event>();
+        assert!(size <= 200, "Event is {size} bytes");
     }
 }

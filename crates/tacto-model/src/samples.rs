@@ -20,7 +20,7 @@ pub fn sample_account(account: &str) -> Event {
         occurred_at: at("2026-11-02T09:00:00Z"),
         account_id: AccountId(account.to_owned()),
         source: "api".into(),
-        body: EventBody::AccountUpserted(AccountData {
+        body: EventBody::AccountUpserted(Box::new(AccountData {
             person_id: PersonId(format!("p-{account}")),
             currency: "USD".into(),
             debts: vec![Debt {
@@ -69,7 +69,7 @@ pub fn sample_account(account: &str) -> Event {
                 birth_date: Some(date(1984, 5, 17)),
                 document_last_digits: Some("4321".into()),
             }),
-        }),
+        })),
     }
 }
 
@@ -139,7 +139,7 @@ pub fn sample_events() -> Vec<Event> {
             conversation: true,
             inbound: false,
         },
-        EventBody::ContactScheduled(ContactJob {
+        EventBody::ContactScheduled(Box::new(ContactJob {
             job_id: JobId("A-1:c0:d0.0:a0".into()),
             step: "day-0-sms".into(),
             channel: Channel::Sms,
@@ -152,7 +152,7 @@ pub fn sample_events() -> Vec<Event> {
             currency: "USD".into(),
             decision: decision(),
             due_date: Some(date(2026, 10, 15)),
-        }),
+        })),
         EventBody::ContactDeferred {
             job_id: JobId("A-1:c0:d0.0:a1".into()),
             step: "day-0-sms".into(),

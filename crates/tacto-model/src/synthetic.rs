@@ -179,7 +179,7 @@ pub fn account(seed: u64, i: u64, at: Timestamp) -> Event {
         occurred_at: at,
         account_id: account_id(i),
         source: "synthetic".into(),
-        body: EventBody::AccountUpserted(AccountData {
+        body: EventBody::AccountUpserted(Box::new(AccountData {
             person_id: PersonId(format!("person-{i:07}")),
             currency: place.currency.into(),
             debts: vec![Debt {
@@ -204,7 +204,7 @@ pub fn account(seed: u64, i: u64, at: Timestamp) -> Event {
             contact_points: points,
             language: place.language.into(),
             identity: None,
-        }),
+        })),
     }
 }
 

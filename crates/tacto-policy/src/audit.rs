@@ -179,7 +179,7 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
     let jobs: Vec<&ContactJob> = log
         .iter()
         .filter_map(|e| match &e.body {
-            EventBody::ContactScheduled(j) => Some(j),
+            EventBody::ContactScheduled(j) => Some(&**j),
             _ => None,
         })
         .collect();
@@ -188,7 +188,7 @@ pub fn audit_account(log: &[&Event], policy: &Policy) -> Result<(), String> {
         match &e.body {
             EventBody::AccountUpserted(d) => {
                 balance = d.debts.iter().map(|x| x.balance_minor).sum();
-                data = Some(d.clone());
+                data = Some((**d).clone());
             }
             EventBody::PaymentReceived { amount_minor, .. } => {
                 balance -= amount_minor;

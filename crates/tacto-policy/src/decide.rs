@@ -603,7 +603,7 @@ fn cadence(ctx: &mut Ctx<'_>) -> Option<i64> {
                     .min()
                     .map(tacto_model::Date::from),
             };
-            ctx.emit(EventBody::ContactScheduled(job));
+            ctx.emit(EventBody::ContactScheduled(Box::new(job)));
             Some(not_after)
         }
         Earliest::Later {

@@ -180,7 +180,7 @@ mod tests {
             };
             let at = job.not_before;
             for (n, body) in [
-                EventBody::ContactScheduled(job.clone()),
+                EventBody::ContactScheduled(Box::new(job.clone())),
                 EventBody::ContactOutcome {
                     job_id: Some(job.job_id.clone()),
                     channel: Channel::Voice,

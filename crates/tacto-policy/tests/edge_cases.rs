@@ -537,7 +537,10 @@ fn a_stale_snapshot_does_not_undo_a_real_time_payment() {
     });
     // The nightly refresh, taken before the payment, arrives afterwards.
     let data = AccountSpec::us_ny().data();
-    sim.input_dated(EventBody::AccountUpserted(data), "2026-11-16T05:00:00Z");
+    sim.input_dated(
+        EventBody::AccountUpserted(Box::new(data)),
+        "2026-11-16T05:00:00Z",
+    );
     assert_eq!(sim.account.balance_minor, 0);
     assert!(jobs(&sim.run_until("2026-12-31T00:00:00Z")).is_empty());
 }

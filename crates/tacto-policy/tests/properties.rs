@@ -277,7 +277,7 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
         &mut account,
         &mut world,
         now,
-        EventBody::AccountUpserted(data),
+        EventBody::AccountUpserted(Box::new(data)),
     );
     for (gap, inp) in &sc.steps {
         let mut target = now.plus(TimeDelta::minutes(i64::from(*gap)));

@@ -149,7 +149,7 @@ impl Sim {
             log: Vec::new(),
             seq: 0,
         };
-        sim.input(EventBody::AccountUpserted(spec.data()));
+        sim.input(EventBody::AccountUpserted(Box::new(spec.data())));
         sim
     }
 
@@ -260,7 +260,7 @@ pub fn jobs(events: &[Event]) -> Vec<&ContactJob> {
     events
         .iter()
         .filter_map(|e| match &e.body {
-            EventBody::ContactScheduled(j) => Some(j),
+            EventBody::ContactScheduled(j) => Some(&**j),
             _ => None,
         })
         .collect()
