@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => "USD".into(),
         };
         let e = tacto_model::Event {
-            id: tacto_model::EventId(format!("bench-pay-{i}")),
+            id: tacto_model::EventId(format!("bench-pay-{i}").into()),
             occurred_at: at,
             account_id: open.account_id.clone(),
             source: "bench".into(),

@@ -148,7 +148,10 @@ impl DecideState {
 impl tacto_ingest::AccountView for DecideState {
     fn account(&self, id: &str) -> Option<serde_json::Value> {
         let a = DecideState::account(self, id)?;
-        let queued: Vec<String> = a.queued().map(|q| q.key.job_id(a.id.as_str()).0).collect();
+        let queued: Vec<String> = a
+            .queued()
+            .map(|q| q.key.job_id(a.id.as_str()).0.into())
+            .collect();
         let mut v = serde_json::to_value(&a).ok()?;
         if let Some(o) = v.as_object_mut() {
             o.insert("queued_jobs".into(), serde_json::json!(queued));
@@ -399,7 +402,7 @@ fn apply_record(
             if let Some(a) = contacts(&e)
                 && let Ok(mut dir) = state.directory.write()
             {
-                dir.insert(e.account_id.0.clone(), a);
+                dir.insert(e.account_id.0.to_string(), a);
             }
             if let Some(out) = engine.input(&e, now, policy) {
                 let tp = traceparent(&span, d.record.header(TRACEPARENT));

@@ -177,7 +177,7 @@ fn payment(i: u64, at: Timestamp, amount_minor: i64) -> tacto_model::Event {
         panic!("an account opens with an upsert");
     };
     tacto_model::Event {
-        id: tacto_model::EventId(format!("{}-part", open.account_id)),
+        id: tacto_model::EventId(format!("{}-part", open.account_id).into()),
         occurred_at: at,
         account_id: open.account_id.clone(),
         source: "webhook".into(),

@@ -106,7 +106,7 @@ impl JobStore for KafkaJobStore {
             cache
                 .entry(*partition)
                 .or_default()
-                .insert(job.0.clone(), *s);
+                .insert(job.0.to_string(), *s);
         }
         Ok(())
     }

@@ -347,7 +347,7 @@ fn outcome_record(
     trace: Option<String>,
 ) -> Result<(String, tacto_log::Record), LogError> {
     let e = Event {
-        id: EventId(format!("{job}:dispatch:{status:?}")),
+        id: EventId(format!("{job}:dispatch:{status:?}").into()),
         occurred_at: now,
         account_id: account.clone(),
         source: "dispatch".into(),
@@ -524,7 +524,7 @@ impl Inner {
         now: Timestamp,
     ) -> Result<(), LogError> {
         let e = Event {
-            id: EventId(format!("{}:dispatch:opted-out", job.job_id)),
+            id: EventId(format!("{}:dispatch:opted-out", job.job_id).into()),
             occurred_at: now,
             account_id: account.clone(),
             source: "dispatch".into(),
@@ -566,9 +566,9 @@ impl Inner {
     /// Marks a job in flight, unless it is already (then `None`).
     fn enter(&self, job: &JobId) -> Option<InFlight<'_>> {
         let mut set = self.in_flight.lock().ok()?;
-        set.insert(job.0.clone()).then(|| InFlight {
+        set.insert(job.0.to_string()).then(|| InFlight {
             set: &self.in_flight,
-            job: job.0.clone(),
+            job: job.0.to_string(),
         })
     }
 

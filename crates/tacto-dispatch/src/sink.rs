@@ -41,8 +41,8 @@ impl Message {
     /// The message for a job.
     pub fn new(account: &AccountId, job: &ContactJob, address: String, now: Timestamp) -> Self {
         Self {
-            job_id: job.job_id.0.clone(),
-            account_id: account.0.clone(),
+            job_id: job.job_id.0.to_string(),
+            account_id: account.0.to_string(),
             channel: job.channel,
             address,
             template: job.template.clone(),

@@ -158,7 +158,7 @@ async fn jobs_not_sent_are_finished_together_once_each() {
         "one write for all"
     );
     for i in 0..38 {
-        let job = JobId(format!("job-{i}"));
+        let job = JobId(format!("job-{i}").into());
         assert_eq!(inner.state(&job).expect("state"), Some(JobState::NotSent));
     }
     let sent_before = JobId("sent-before".into());
@@ -191,7 +191,7 @@ async fn attempts_waiting_for_the_lock_are_recorded_together() {
         let (inner, account, job, partition) = (
             inner.clone(),
             account.clone(),
-            JobId(id.clone()),
+            JobId(id.clone().into()),
             *partition,
         );
         tasks.push(tokio::spawn(async move {
@@ -218,7 +218,7 @@ async fn attempts_waiting_for_the_lock_are_recorded_together() {
     assert!(go[..30].iter().all(|g| *g), "{go:?}");
     assert!(!go[30] && !go[31], "{go:?}");
     for (_, id) in &jobs[..30] {
-        let job = JobId(id.clone());
+        let job = JobId(id.clone().into());
         assert_eq!(
             inner.state(&job).expect("state"),
             Some(JobState::Attempting)

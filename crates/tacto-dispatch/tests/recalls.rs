@@ -36,9 +36,9 @@ const SMS_PER_SECOND: f64 = 0.25;
 
 fn payment_in_full(account: &str) -> Event {
     Event {
-        id: EventId(format!("{account}-paid")),
+        id: EventId(format!("{account}-paid").into()),
         occurred_at: now(),
-        account_id: tacto_model::AccountId(account.to_owned()),
+        account_id: tacto_model::AccountId(account.into()),
         source: "webhook".into(),
         body: EventBody::PaymentReceived {
             payment_id: format!("pay-{account}"),

@@ -108,12 +108,12 @@ pub(crate) async fn post_twilio(
             ));
         };
         let e = Event {
-            id: EventId(format!("twilio:{sid}:{status}")),
+            id: EventId(format!("twilio:{sid}:{status}").into()),
             occurred_at: (s.now)(),
-            account_id: AccountId(account),
+            account_id: AccountId(account.into()),
             source: "callback:twilio".into(),
             body: EventBody::ContactOutcome {
-                job_id: Some(JobId(job)),
+                job_id: Some(JobId(job.into())),
                 channel: Channel::Sms,
                 status: outcome,
                 conversation: false,
@@ -135,9 +135,9 @@ pub(crate) async fn post_twilio(
         tracing::info!(accounts = accounts.len(), "inbound SMS opt-out");
         for account in accounts {
             let e = Event {
-                id: EventId(format!("twilio:{sid}:opt-out:{account}")),
+                id: EventId(format!("twilio:{sid}:opt-out:{account}").into()),
                 occurred_at: (s.now)(),
-                account_id: AccountId(account),
+                account_id: AccountId(account.into()),
                 source: "callback:twilio".into(),
                 body: EventBody::OptedOut {
                     channel: Some(Channel::Sms),
@@ -237,9 +237,9 @@ pub(crate) async fn post_unsubscribe(
 ) -> Result<Response, Problem> {
     let channel = unsubscribe_target(&s, &q)?;
     let e = Event {
-        id: EventId(format!("unsubscribe:{}:{}", q.account, channel.as_str())),
+        id: EventId(format!("unsubscribe:{}:{}", q.account, channel.as_str()).into()),
         occurred_at: (s.now)(),
-        account_id: AccountId(q.account.clone()),
+        account_id: AccountId(q.account.clone().into()),
         source: "link:unsubscribe".into(),
         body: EventBody::OptedOut {
             channel: Some(channel),
@@ -321,7 +321,7 @@ pub(crate) async fn post_sendgrid(
             Ok(status) => {
                 let Some(job) = e.job_id else { continue };
                 EventBody::ContactOutcome {
-                    job_id: Some(JobId(job)),
+                    job_id: Some(JobId(job.into())),
                     channel: Channel::Email,
                     status,
                     conversation: false,
@@ -334,9 +334,9 @@ pub(crate) async fn post_sendgrid(
             },
         };
         let event = Event {
-            id: EventId(format!("sendgrid:{}:{}", e.sg_event_id, e.event)),
+            id: EventId(format!("sendgrid:{}:{}", e.sg_event_id, e.event).into()),
             occurred_at: (s.now)(),
-            account_id: AccountId(account),
+            account_id: AccountId(account.into()),
             source: "callback:sendgrid".into(),
             body,
         };

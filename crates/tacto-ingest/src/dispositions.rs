@@ -101,13 +101,13 @@ pub fn vicidial_status(status: &str) -> Option<Disposition> {
 
 fn events_of(s: &Shared, d: &DispositionIn, source: &str) -> Result<Vec<Event>, Problem> {
     let at = (s.now)();
-    let account = AccountId(d.account_id.clone());
-    let id = |what: &str| EventId(format!("{source}:{}:{what}", d.call_id));
+    let account = AccountId(d.account_id.clone().into());
+    let id = |what: &str| EventId(format!("{source}:{}:{what}", d.call_id).into());
     let outcome = |status: OutcomeStatus, conversation: bool| Event {
         id: id("outcome"),
         occurred_at: at,
         account_id: account.clone(),
-        source: source.to_owned(),
+        source: source.to_owned().into(),
         body: EventBody::ContactOutcome {
             job_id: d.job_id.clone(),
             channel: Channel::Voice,
@@ -134,7 +134,7 @@ fn events_of(s: &Shared, d: &DispositionIn, source: &str) -> Result<Vec<Event>, 
                     id: id("promise"),
                     occurred_at: at,
                     account_id: account.clone(),
-                    source: source.to_owned(),
+                    source: source.to_owned().into(),
                     body: EventBody::PromiseMade {
                         promise_id: p.promise_id.clone(),
                         amount_minor: p.amount_minor,
@@ -158,7 +158,7 @@ fn events_of(s: &Shared, d: &DispositionIn, source: &str) -> Result<Vec<Event>, 
                 id: id("opt-out"),
                 occurred_at: at,
                 account_id: account.clone(),
-                source: source.to_owned(),
+                source: source.to_owned().into(),
                 body: EventBody::OptedOut {
                     channel: Some(Channel::Voice),
                     via: "dialer_dnc".into(),
@@ -213,7 +213,7 @@ pub(crate) async fn vicidial_dispo(
     })?;
     let d = DispositionIn {
         account_id: q.account,
-        job_id: q.job.filter(|j| !j.is_empty()).map(JobId),
+        job_id: q.job.filter(|j| !j.is_empty()).map(JobId::from),
         call_id: q.call,
         disposition,
         promise: None,

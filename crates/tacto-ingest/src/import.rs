@@ -156,10 +156,10 @@ fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
         });
     }
     let data = AccountData {
-        person_id: PersonId(r.person_id),
+        person_id: PersonId(r.person_id.into()),
         currency: r.currency,
         debts: vec![Debt {
-            debt_id: DebtId(r.debt_id),
+            debt_id: DebtId(r.debt_id.into()),
             balance_minor: r.balance_minor,
             due_date: r.due_date,
         }],
@@ -184,9 +184,9 @@ fn to_event(r: Row, row: usize, now: Timestamp) -> Result<Event, RowError> {
         .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
         .unwrap_or(0);
     Ok(Event {
-        id: EventId(format!("{}:import:{digest:016x}", r.account_id)),
+        id: EventId(format!("{}:import:{digest:016x}", r.account_id).into()),
         occurred_at: now,
-        account_id: AccountId(r.account_id),
+        account_id: AccountId(r.account_id.into()),
         source: "import".into(),
         body,
     })

@@ -357,14 +357,14 @@ pub(crate) async fn record(
         .ingested
         .get_or_create(&labels([("kind", e.body.type_name()), ("status", status)]))
         .inc();
-    Ok((e.id.0, appended))
+    Ok((e.id.0.to_string(), appended))
 }
 
 fn event(s: &Shared, id: String, account: String, at: Option<Timestamp>, body: EventBody) -> Event {
     Event {
-        id: EventId(id),
+        id: EventId(id.into()),
         occurred_at: at.unwrap_or_else(|| (s.now)()),
-        account_id: AccountId(account),
+        account_id: AccountId(account.into()),
         source: "api".into(),
         body,
     }
@@ -679,7 +679,7 @@ pub(crate) fn timeline(
                     out.push(TimelineItem {
                         time: e.occurred_at,
                         kind: e.body.type_name(),
-                        source: e.source.clone(),
+                        source: e.source.to_string(),
                         event: e,
                     });
                 }

@@ -75,7 +75,7 @@ pub fn create_topics(log: &dyn EventLog, partitions: u32) -> Result<(), LogError
 /// Frames an event as a record.
 pub fn to_record(e: &Event) -> Result<Record, avro::AvroError> {
     Ok(Record {
-        key: e.account_id.0.clone(),
+        key: e.account_id.0.to_string(),
         value: framing::encode(e)?,
         headers: vec![
             ("ce_specversion".into(), "1.0".into()),

@@ -8,6 +8,7 @@
 use crate::ids::{AccountId, DebtId, EventId, JobId, PersonId};
 use crate::time::{Date, Timestamp};
 pub use arcstr::ArcStr;
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ pub struct Event {
     pub account_id: AccountId,
     /// Who reported it, e.g. `api`, `webhook:bank`, `dialer:vicidial`, `decide`.
     #[serde(default)]
-    pub source: String,
+    pub source: CompactString,
     /// What happened.
     pub body: EventBody,
 }

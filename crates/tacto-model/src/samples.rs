@@ -16,15 +16,15 @@ fn date(y: i32, m: u32, d: u32) -> Date {
 /// A typical US account: one debt, a mobile (SMS and voice) and an email.
 pub fn sample_account(account: &str) -> Event {
     Event {
-        id: EventId(format!("{account}-open")),
+        id: EventId(format!("{account}-open").into()),
         occurred_at: at("2026-11-02T09:00:00Z"),
-        account_id: AccountId(account.to_owned()),
+        account_id: AccountId(account.into()),
         source: "api".into(),
         body: EventBody::AccountUpserted(Box::new(AccountData {
-            person_id: PersonId(format!("p-{account}")),
+            person_id: PersonId(format!("p-{account}").into()),
             currency: "USD".into(),
             debts: vec![Debt {
-                debt_id: DebtId(format!("{account}-d1")),
+                debt_id: DebtId(format!("{account}-d1").into()),
                 balance_minor: 45_000,
                 due_date: date(2026, 10, 20),
             }],
@@ -204,7 +204,7 @@ pub fn sample_events() -> Vec<Event> {
     let mut events = vec![sample_account("A-1")];
     for (i, body) in bodies.into_iter().enumerate() {
         events.push(Event {
-            id: EventId(format!("evt-{i}")),
+            id: EventId(format!("evt-{i}").into()),
             occurred_at: at("2026-11-23T10:00:00Z").plus(chrono::TimeDelta::minutes(i as i64)),
             account_id: AccountId("A-1".into()),
             source: "test".into(),

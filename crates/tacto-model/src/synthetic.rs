@@ -133,7 +133,7 @@ fn pick(seed: u64, account: u64, purpose: u64, n: u64) -> u64 {
 
 /// The id of synthetic account `i`.
 pub fn account_id(i: u64) -> AccountId {
-    AccountId(format!("acct-{i:07}"))
+    AccountId(format!("acct-{i:07}").into())
 }
 
 /// The upsert that opens synthetic account `i`, `days_past_due` days late at `at`.
@@ -175,15 +175,15 @@ pub fn account(seed: u64, i: u64, at: Timestamp) -> Event {
         });
     }
     Event {
-        id: EventId(format!("{}-open", account_id(i))),
+        id: EventId(format!("{}-open", account_id(i)).into()),
         occurred_at: at,
         account_id: account_id(i),
         source: "synthetic".into(),
         body: EventBody::AccountUpserted(Box::new(AccountData {
-            person_id: PersonId(format!("person-{i:07}")),
+            person_id: PersonId(format!("person-{i:07}").into()),
             currency: place.currency.into(),
             debts: vec![Debt {
-                debt_id: DebtId(format!("debt-{i:07}")),
+                debt_id: DebtId(format!("debt-{i:07}").into()),
                 balance_minor: balance,
                 due_date: Date::new(due),
             }],
@@ -226,7 +226,7 @@ pub fn behaviour(
             pick(seed, i, purpose, minutes as u64) as i64
         ))
     };
-    let id = |kind: &str| EventId(format!("{}-{kind}", account_id(i)));
+    let id = |kind: &str| EventId(format!("{}-{kind}", account_id(i)).into());
     let mk = |kind: &str, t: Timestamp, body: EventBody| Event {
         id: id(kind),
         occurred_at: t,

@@ -32,7 +32,7 @@ fn main() {
         let mut map = AccountStore::with_capacity(n);
         for i in 0..n {
             let mut a = templates[i % templates.len()].clone();
-            a.id = AccountId(format!("acct-{i:07}")).as_str().into();
+            a.id = AccountId(format!("acct-{i:07}").into()).as_str().into();
             map.insert(a);
         }
         let s = region.change();

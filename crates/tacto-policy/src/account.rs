@@ -233,7 +233,7 @@ impl Extras {
 pub fn output_id(account: &str, seq: usize) -> EventId {
     let mut n = itoa::Buffer::new();
     let seq = n.format(seq);
-    let mut id = String::with_capacity(account.len() + 2 + seq.len());
+    let mut id = CompactString::with_capacity(account.len() + 2 + seq.len());
     id.push_str(account);
     id.push_str(":o");
     id.push_str(seq);
@@ -337,7 +337,7 @@ impl Account {
 
     /// The account id as the model's type.
     pub fn account_id(&self) -> AccountId {
-        AccountId(self.id.to_string())
+        AccountId(self.id.clone())
     }
 
     /// The pending promise.

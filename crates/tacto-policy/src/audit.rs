@@ -33,7 +33,7 @@ pub fn audit(log: &[Event], policy: &Policy) -> Vec<Violation> {
     for (id, events) in by_account {
         if let Err(what) = audit_account(&events, policy) {
             out.push(Violation {
-                account_id: AccountId(id.to_owned()),
+                account_id: AccountId(id.into()),
                 what,
             });
         }

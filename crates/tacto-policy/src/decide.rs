@@ -1020,5 +1020,5 @@ pub fn settle(account: &mut Account, now: Timestamp, policy: &Policy) -> Decisio
 
 /// An account id's state with nothing applied (convenience for tests and tools).
 pub fn empty(id: &str) -> Account {
-    Account::new(tacto_model::AccountId(id.to_owned()))
+    Account::new(tacto_model::AccountId(id.into()))
 }

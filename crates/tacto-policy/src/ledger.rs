@@ -35,7 +35,7 @@ impl JobKey {
     pub fn job_id(&self, account: &str) -> JobId {
         // Written piece by piece: `format!` costs several times as much, on every decision.
         let mut n = itoa::Buffer::new();
-        let mut id = String::with_capacity(account.len() + 24);
+        let mut id = compact_str::CompactString::with_capacity(account.len() + 24);
         id.push_str(account);
         id.push_str(":c");
         id.push_str(n.format(self.cycle));

@@ -124,7 +124,7 @@ pub fn pressure(account: &Account, now: Timestamp, policy: &Policy) -> Pressure 
     let mut listed: Vec<AttemptUse> = attempts
         .iter()
         .map(|a| AttemptUse {
-            job_id: a.key.job_id(account.id.as_str()).0,
+            job_id: a.key.job_id(account.id.as_str()).0.to_string(),
             channel: a.channel,
             at: Timestamp::from_micros(a.at()),
             state: if a.has(flags::RECALLED) {
@@ -162,7 +162,7 @@ mod tests {
         // Seven answered calls over the last three days.
         for i in 0..7 {
             let job = tacto_model::ContactJob {
-                job_id: JobId(format!("A-1:c0:d{i}.0:a0")),
+                job_id: JobId(format!("A-1:c0:d{i}.0:a0").into()),
                 step: "call".into(),
                 channel: Channel::Voice,
                 contact_point_id: "mobile".into(),
@@ -193,7 +193,7 @@ mod tests {
             .enumerate()
             {
                 a.apply(&tacto_model::Event {
-                    id: EventId(format!("e{i}.{n}")),
+                    id: EventId(format!("e{i}.{n}").into()),
                     occurred_at: at,
                     account_id: a.account_id(),
                     source: "t".into(),

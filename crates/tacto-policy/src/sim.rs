@@ -190,10 +190,13 @@ impl<'p> Simulator<'p> {
                 let at = job.not_before.plus(chrono::TimeDelta::minutes(minutes));
                 let n = self.next_outcome;
                 self.next_outcome += 1;
+                let mut id = compact_str::CompactString::with_capacity(job.job_id.0.len() + 8);
+                id.push_str(job.job_id.as_str());
+                id.push_str(":outcome");
                 self.pending.insert(
                     n,
                     Event {
-                        id: EventId([job.job_id.as_str(), ":outcome"].concat()),
+                        id: EventId(id),
                         occurred_at: at,
                         account_id: e.account_id.clone(),
                         source: "simulated-provider".into(),

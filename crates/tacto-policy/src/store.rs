@@ -52,7 +52,7 @@ impl AccountStore {
             .table
             .entry(h, |a| a.id == id, |a| hasher.hash_one(a.id.as_str()));
         entry
-            .or_insert_with(|| Box::new(Account::new(AccountId(id.to_owned()))))
+            .or_insert_with(|| Box::new(Account::new(AccountId(id.into()))))
             .into_mut()
     }
 
@@ -70,7 +70,7 @@ impl AccountStore {
         let account = self
             .table
             .entry(h, |a| a.id == id, |a| hasher.hash_one(a.id.as_str()))
-            .or_insert_with(|| Box::new(Account::new(AccountId(id.to_owned()))))
+            .or_insert_with(|| Box::new(Account::new(AccountId(id.into()))))
             .into_mut();
         let applied = account.apply(e);
         if applied && matches!(e.body, tacto_model::EventBody::AccountUpserted(_)) {

@@ -261,7 +261,7 @@ fn run(sc: &Scenario, policy: &Policy) -> Run {
     data.declared_zone = sc.declared_zone.map(Into::into);
     let push = |account: &mut Account, world: &mut World, now: Timestamp, body: EventBody| {
         let e = Event {
-            id: EventId(format!("in-{}", world.log.len())),
+            id: EventId(format!("in-{}", world.log.len()).into()),
             occurred_at: now,
             account_id: account.account_id(),
             source: "prop".into(),

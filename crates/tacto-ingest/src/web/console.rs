@@ -833,10 +833,10 @@ async fn act(
     };
     let event_id = format!("console:{id}:{action}:{stamp}");
     let e = Event {
-        id: EventId(event_id.clone()),
+        id: EventId(event_id.clone().into()),
         occurred_at: (s.now)(),
-        account_id: AccountId(id.clone()),
-        source: format!("console:{}", session.user),
+        account_id: AccountId(id.clone().into()),
+        source: format!("console:{}", session.user).into(),
         body,
     };
     match record(&s, e, format!("event:{event_id}")).await {

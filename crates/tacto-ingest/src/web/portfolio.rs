@@ -94,7 +94,7 @@ impl Counts {
                     match self.early.remove(j.as_str()) {
                         Some(confirmed) => self.sample(confirmed - at),
                         None => {
-                            self.pending.insert(j.0.clone(), at);
+                            self.pending.insert(j.0.to_string(), at);
                         }
                     }
                 }
@@ -114,7 +114,7 @@ impl Counts {
                     match self.pending.remove(j.as_str()) {
                         Some(recalled) => self.sample(at - recalled),
                         None => {
-                            self.early.insert(j.0.clone(), at);
+                            self.early.insert(j.0.to_string(), at);
                         }
                     }
                 }

@@ -602,9 +602,9 @@ async fn act(
         let id = format!("ss:{}:{action}:{digest:016x}:{n}", v.account);
         let body = with_id(body, &id);
         let e = Event {
-            id: EventId(id.clone()),
+            id: EventId(id.clone().into()),
             occurred_at: (s.now)(),
-            account_id: AccountId(v.account.clone()),
+            account_id: AccountId(v.account.clone().into()),
             source: "self_service".into(),
             body,
         };

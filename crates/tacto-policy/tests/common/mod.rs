@@ -157,7 +157,7 @@ impl Sim {
     pub fn input(&mut self, body: EventBody) -> Vec<Event> {
         self.seq += 1;
         let e = Event {
-            id: EventId(format!("in-{}", self.seq)),
+            id: EventId(format!("in-{}", self.seq).into()),
             occurred_at: self.now,
             account_id: self.account.account_id(),
             source: "test".into(),
@@ -301,7 +301,7 @@ impl Sim {
     pub fn input_dated(&mut self, body: EventBody, occurred_at: &str) -> Vec<Event> {
         self.seq += 1;
         let e = Event {
-            id: EventId(format!("in-{}", self.seq)),
+            id: EventId(format!("in-{}", self.seq).into()),
             occurred_at: ts(occurred_at),
             account_id: self.account.account_id(),
             source: "test".into(),
