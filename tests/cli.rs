@@ -45,7 +45,7 @@ fn demo_summary(threads: &str) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| !l.contains("wall time"))
+        .filter(|l| !l.contains(" s ") && !l.trim_end().ends_with(" s"))
         .collect::<Vec<_>>()
         .join("\n")
 }

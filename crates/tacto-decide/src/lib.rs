@@ -447,7 +447,7 @@ fn output_records(outputs: &[Vec<Output>]) -> Result<(Vec<Record>, Vec<Record>),
             .body
             .decision_record()
             .filter(|d| !d.reasons.is_empty())
-            .map(|d| d.first_code())
+            .map(|d| d.first_code().to_owned())
             .unwrap_or_default();
         m.decisions
             .get_or_create(&vec![

@@ -467,12 +467,8 @@ pub struct DecisionRecord {
 impl DecisionRecord {
     /// The snake_case code of the first (most important) reason, `none` when there is none:
     /// how counts and metrics group decisions.
-    pub fn first_code(&self) -> String {
-        self.reasons
-            .first()
-            .and_then(|r| serde_json::to_value(r.code).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "none".into())
+    pub fn first_code(&self) -> &'static str {
+        self.reasons.first().map_or("none", |r| r.code.as_str())
     }
 }
 
@@ -492,8 +488,10 @@ pub struct Reason {
 }
 
 /// Machine-readable reason codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(test, derive(strum::EnumIter))]
 pub enum ReasonCode {
     /// A cadence step became due.
     StepDue,
@@ -614,9 +612,28 @@ impl EventBody {
     }
 }
 
+impl ReasonCode {
+    /// The snake_case code, as in JSON and Avro.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[cfg(test)]
 mod size_tests {
     use super::*;
+
+    #[test]
+    fn a_reason_code_names_itself_as_serde_does() {
+        use strum::IntoEnumIterator;
+        for c in ReasonCode::iter() {
+            assert_eq!(
+                serde_json::to_value(c).ok(),
+                Some(c.as_str().into()),
+                "{c:?}"
+            );
+        }
+    }
 
     #[test]
     fn an_event_stays_small() {

@@ -19,11 +19,11 @@ pub struct Stats {
     /// Scheduled contacts by channel.
     pub contacts: BTreeMap<Channel, u64>,
     /// Deferrals by first reason code (snake_case).
-    pub deferrals: BTreeMap<String, u64>,
+    pub deferrals: BTreeMap<&'static str, u64>,
     /// Suppressions by first reason code.
-    pub suppressions: BTreeMap<String, u64>,
+    pub suppressions: BTreeMap<&'static str, u64>,
     /// Recalls by first reason code (number of jobs).
-    pub recalls: BTreeMap<String, u64>,
+    pub recalls: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {

@@ -35,6 +35,8 @@ pub struct Args {
 struct Shard {
     events: usize,
     stats: Stats,
+    /// When every share's inputs were ready and the simulation began.
+    began: Instant,
     simulated: Instant,
     violations: Vec<Violation>,
 }
@@ -59,6 +61,7 @@ fn shard(
         last.fetch_max(e.occurred_at.as_micros(), Ordering::Relaxed);
     }
     ready.wait();
+    let began = Instant::now();
     let until = start
         .plus(chrono::TimeDelta::days(i64::from(args.days)))
         .max(Timestamp::from_micros(last.load(Ordering::Relaxed)));
@@ -73,6 +76,7 @@ fn shard(
         events: sim.log.len(),
         violations: audit(&sim.log, policy),
         stats: sim.stats,
+        began,
         simulated,
     }
 }
@@ -107,11 +111,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    let elapsed = shards
-        .iter()
-        .map(|x| x.simulated.duration_since(began))
-        .max()
-        .unwrap_or_default();
+    let ended = shards.iter().map(|x| x.simulated).max().unwrap_or(began);
+    let simulating = shards.iter().map(|x| x.began).min().unwrap_or(began);
+    let (elapsed, generating) = (ended - began, simulating - began);
+    let simulation = ended - simulating;
     let mut stats = Stats::default();
     for x in &shards {
         stats.merge(&x.stats);
@@ -132,6 +135,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "  wall time               {:>10.2} s ({:.0} events/s on {threads} threads)",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "    generating inputs     {:>10.2} s",
+        generating.as_secs_f64()
+    );
+    println!(
+        "    simulating            {:>10.2} s ({:.0} events/s)",
+        simulation.as_secs_f64(),
+        events as f64 / simulation.as_secs_f64()
     );
     println!("contacts scheduled by channel");
     for (c, n) in &s.contacts {

@@ -83,10 +83,14 @@ impl Counts {
             EventBody::OptedOut { .. } => day.opt_outs += 1,
             EventBody::ContactScheduled(j) => *day.contacts.entry(j.channel).or_default() += 1,
             EventBody::ContactDeferred { decision, .. } => {
-                *day.deferrals.entry(decision.first_code()).or_default() += 1
+                *day.deferrals
+                    .entry(decision.first_code().to_owned())
+                    .or_default() += 1
             }
             EventBody::ContactSuppressed { decision, .. } => {
-                *day.suppressions.entry(decision.first_code()).or_default() += 1
+                *day.suppressions
+                    .entry(decision.first_code().to_owned())
+                    .or_default() += 1
             }
             EventBody::JobsRecalled { job_ids, .. } => {
                 day.recalled += job_ids.len() as u64;
