@@ -19,8 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tacto_dispatch::{BlobJobStore, JobStore};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, Record, events};
+use tacto_model::JobId;
 
 mod common;
 use common::POLICY;
@@ -97,11 +99,24 @@ fn read_all(log: &EmbeddedLog, topic: &str) -> HashMap<(u32, u64), Record> {
     out
 }
 
-fn outcomes(log: &EmbeddedLog) -> Outcomes {
-    Outcomes::read(
+fn outcomes(log: &Arc<EmbeddedLog>) -> Outcomes {
+    let o = Outcomes::read(
         read_all(log, events::DECISIONS.name()).values(),
         read_all(log, events::EVENTS.name()).values(),
-    )
+    );
+    // Dispatch's recorded state of every job reported.
+    let store = BlobJobStore(log.clone());
+    let states: Vec<(String, Vec<u8>)> = o
+        .reported
+        .keys()
+        .filter_map(|job| {
+            let state = store
+                .state(&JobId(job.as_str().into()))
+                .expect("job state")?;
+            Some((job.clone(), state.as_bytes().to_vec()))
+        })
+        .collect();
+    o.with_states(states)
 }
 
 fn log_path(dir: &Path) -> PathBuf {
@@ -158,7 +173,7 @@ fn sigkills_and_a_faulty_provider_lose_nothing_send_nothing_twice_and_break_no_r
         rounds += 1;
         wait_quiet(&deliveries);
         running.proc.lock().expect("proc").stop();
-        let log = EmbeddedLog::open(log_path(dir.path())).expect("open the log");
+        let log = Arc::new(EmbeddedLog::open(log_path(dir.path())).expect("open the log"));
         let o = outcomes(&log);
         if o.pending() == 0 || rounds == 3 {
             break o;

@@ -262,6 +262,11 @@ fn sigkills_a_broker_outage_and_a_faulty_provider_lose_nothing_and_break_no_rule
         }
     }
     let settled = settle.elapsed();
+    let o = o.with_states(
+        c.topic(events::DISPATCH_JOBS)
+            .into_iter()
+            .map(|r| (r.key, r.value)),
+    );
     let events_at = c.records_at(events::EVENTS);
     let deliveries = deliveries.lock().expect("lock");
     let verdict = verify(

@@ -283,6 +283,8 @@ pub struct Outcomes {
     pub scheduled: HashMap<String, String>,
     /// Job id → the status dispatch reported.
     pub reported: HashMap<String, OutcomeStatus>,
+    /// Jobs dispatch recorded as ambiguous (attempted, the provider's answer unknown).
+    pub ambiguous: HashSet<String>,
 }
 
 impl Outcomes {
@@ -319,6 +321,21 @@ impl Outcomes {
         self.unreported().count()
     }
 
+    /// Keeps the jobs whose last recorded state at dispatch (`(job id, state)` in the order
+    /// they were written) is `ambiguous`.
+    pub fn with_states(mut self, states: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
+        let mut last: HashMap<String, Vec<u8>> = HashMap::new();
+        for (job, state) in states {
+            last.insert(job, state);
+        }
+        self.ambiguous = last
+            .into_iter()
+            .filter(|(_, s)| s == b"ambiguous")
+            .map(|(j, _)| j)
+            .collect();
+        self
+    }
+
     /// The ids of jobs decided that have no outcome yet.
     fn unreported(&self) -> impl Iterator<Item = &String> {
         self.scheduled
@@ -338,6 +355,10 @@ pub struct Verdict {
     leaked: Vec<String>,
     misreported: Vec<String>,
     phantom: Vec<String>,
+    /// Reported sent, neither accepted by the provider nor recorded as ambiguous.
+    unexplained: Vec<String>,
+    /// The last try got no answer (the provider took it), yet not reported sent.
+    uncounted: Vec<String>,
     /// The latest delivery after a stop-event took effect.
     pub closest: Duration,
     /// A summary of the outcomes and of the provider's answers.
@@ -355,7 +376,10 @@ pub struct Verdict {
 ///   acknowledgement's instant to the instant decide could fold it: the same on the embedded
 ///   log, the end of a decide outage on Kafka);
 /// - every job decided has an outcome; a job reported not sent never reached the provider; a
-///   job the provider accepted is reported sent; no delivery of a job never decided.
+///   job the provider accepted is reported sent; no delivery of a job never decided;
+/// - a job reported sent was accepted by the provider or recorded as ambiguous (attempted
+///   when dispatch was killed, or no answer to its last try); a job whose last try got no
+///   answer (the provider took it) is reported sent, so caps count it.
 pub fn verify(
     acks: &[Ack],
     deliveries: &[Delivery],
@@ -424,6 +448,32 @@ pub fn verify(
         .filter(|j| !o.scheduled.contains_key(**j))
         .map(|j| j.to_string())
         .collect();
+    let mut unexplained: Vec<String> = o
+        .reported
+        .iter()
+        .filter(|(j, s)| {
+            **s == OutcomeStatus::Sent
+                && !accepted.contains(j.as_str())
+                && !o.ambiguous.contains(j.as_str())
+        })
+        .map(|(j, _)| j.clone())
+        .collect();
+    unexplained.sort();
+    let mut last_answer: HashMap<&str, Answer> = HashMap::new();
+    for d in deliveries {
+        last_answer.insert(&d.key, d.answer);
+    }
+    let mut uncounted: Vec<String> = last_answer
+        .iter()
+        .filter(|(j, a)| {
+            **a == Answer::Hung
+                && o.reported
+                    .get(**j)
+                    .is_some_and(|s| *s != OutcomeStatus::Sent)
+        })
+        .map(|(j, _)| j.to_string())
+        .collect();
+    uncounted.sort();
     let mut by_status: HashMap<String, usize> = HashMap::new();
     for s in o.reported.values() {
         *by_status.entry(format!("{s:?}")).or_default() += 1;
@@ -446,13 +496,20 @@ pub fn verify(
         leaked,
         misreported,
         phantom,
+        unexplained,
+        uncounted,
         closest,
         summary: format!(
             "{} jobs decided, outcomes {by_status:?}; {} provider calls {answers:?}; {} jobs \
-             accepted by the provider",
+             accepted by the provider; {} jobs ambiguous, of them {} accepted",
             o.scheduled.len(),
             deliveries.len(),
-            accepted.len()
+            accepted.len(),
+            o.ambiguous.len(),
+            o.ambiguous
+                .iter()
+                .filter(|j| accepted.contains(j.as_str()))
+                .count(),
         ),
         accepted: accepted.len(),
         decided: o.scheduled.len(),
@@ -496,6 +553,16 @@ impl Verdict {
             self.phantom.is_empty(),
             "delivered, never decided: {:?}",
             self.phantom
+        );
+        assert!(
+            self.unexplained.is_empty(),
+            "reported sent, neither accepted nor ambiguous: {:?}",
+            self.unexplained
+        );
+        assert!(
+            self.uncounted.is_empty(),
+            "no answer to the last try, yet not reported sent: {:?}",
+            self.uncounted
         );
         assert!(self.accepted > 0, "nothing was sent");
     }

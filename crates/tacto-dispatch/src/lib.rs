@@ -80,8 +80,9 @@ pub enum JobState {
     NotSent,
     /// The provider refused it.
     Failed,
-    /// The process stopped during the call: it may or may not have gone out. Never re-sent;
-    /// reported as sent (the conservative reading for caps).
+    /// The process stopped during the call, or the call got no answer (timed out after the
+    /// request went out): it may or may not have gone out. Never re-sent; reported as sent
+    /// (the conservative reading for caps).
     Ambiguous,
 }
 
@@ -819,9 +820,12 @@ impl Inner {
         }
         let msg = Message::new(account, job, address, now);
         let mut delay = self.config.backoff;
+        // Whether the last try went out and got no answer: the provider may have taken it.
+        let mut unanswered = false;
         for attempt in 1..=self.config.max_tries.max(1) {
             let calling = std::time::Instant::now();
             let result = self.adapters.for_channel(job.channel).send(&msg).await;
+            unanswered = matches!(result, Err(SendError::Unanswered(_)));
             metrics::metrics()
                 .provider_latency
                 .get_or_create(&labels([("channel", job.channel.as_str())]))
@@ -830,7 +834,9 @@ impl Inner {
                 Ok(()) => {
                     return self.finish(account, job, JobState::Sent, OutcomeStatus::Sent, clock());
                 }
-                Err(SendError::Retryable(why)) if attempt < self.config.max_tries => {
+                Err(SendError::Retryable(why) | SendError::Unanswered(why))
+                    if attempt < self.config.max_tries =>
+                {
                     tracing::warn!(job = %job.job_id, attempt, error = %why, "provider error; retrying");
                     if clock().plus(chrono_delta(delay)) > job.not_after {
                         break;
@@ -843,6 +849,17 @@ impl Inner {
                         break;
                     }
                 }
+                Err(SendError::Ambiguous(why)) => {
+                    // It may have gone out: never sent again, counted as sent.
+                    tracing::warn!(job = %job.job_id, error = %why, "no answer from the provider: ambiguous, not retried");
+                    return self.finish(
+                        account,
+                        job,
+                        JobState::Ambiguous,
+                        OutcomeStatus::Sent,
+                        clock(),
+                    );
+                }
                 Err(SendError::OptedOut(why)) => {
                     tracing::info!(job = %job.job_id, reason = %why, "the recipient opted out with the provider");
                     self.report_opt_out(account, job, clock())?;
@@ -854,13 +871,13 @@ impl Inner {
                 }
             }
         }
-        self.finish(
-            account,
-            job,
-            JobState::Failed,
-            OutcomeStatus::Failed,
-            clock(),
-        )
+        let (state, status) = if unanswered {
+            tracing::warn!(job = %job.job_id, "the last try got no answer: ambiguous");
+            (JobState::Ambiguous, OutcomeStatus::Sent)
+        } else {
+            (JobState::Failed, OutcomeStatus::Failed)
+        };
+        self.finish(account, job, state, status, clock())
     }
 
     /// Handles a run of recalls under one transition lock. Jobs not attempted yet are cancelled

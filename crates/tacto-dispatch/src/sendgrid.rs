@@ -82,7 +82,7 @@ impl Sendgrid {
             .json(&body)
             .send()
             .await
-            .map_err(|e| SendError::Retryable(format!("sendgrid unreachable: {e}")))?;
+            .map_err(|e| SendError::without_answer("sendgrid", &e, false))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

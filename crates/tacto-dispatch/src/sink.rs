@@ -67,9 +67,22 @@ pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, Send
 /// Why a send failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Worth retrying (throttled, unavailable, timed out).
+    /// Worth retrying: the provider did not take the message (throttled, unavailable,
+    /// unreachable before the request went out).
     #[error("retryable: {0}")]
     Retryable(String),
+    /// The request went out and no answer came back (timed out, connection lost): the
+    /// provider may have taken it. Never retried, because a provider without idempotency keys
+    /// would send it twice; dispatch records the job as ambiguous, counted as sent.
+    #[error("ambiguous: {0}")]
+    Ambiguous(String),
+    /// The request went out and no answer came back, from a receiver that recognises a repeat
+    /// by its `Idempotency-Key` (or its own duplicate check): retried like [`Retryable`], and
+    /// the job is ambiguous if no later try gets an answer.
+    ///
+    /// [`Retryable`]: SendError::Retryable
+    #[error("no answer: {0}")]
+    Unanswered(String),
     /// Not worth retrying (invalid number, refused).
     #[error("permanent: {0}")]
     Permanent(String),
@@ -77,6 +90,28 @@ pub enum SendError {
     /// sender): dispatch records an opt-out on the channel.
     #[error("the recipient opted out: {0}")]
     OptedOut(String),
+}
+
+impl SendError {
+    /// Classifies an HTTP call that got no answer: a connection never made is retryable
+    /// (nothing reached the provider), a request that could not be built is permanent, and
+    /// anything after the request went out (a timeout, a connection reset) may have been
+    /// taken: [`Unanswered`] if the receiver recognises a repeat (`idempotent`), else
+    /// [`Ambiguous`].
+    ///
+    /// [`Unanswered`]: SendError::Unanswered
+    /// [`Ambiguous`]: SendError::Ambiguous
+    pub fn without_answer(provider: &str, e: &reqwest::Error, idempotent: bool) -> Self {
+        if e.is_builder() {
+            SendError::Permanent(format!("{provider} request: {e}"))
+        } else if e.is_connect() {
+            SendError::Retryable(format!("{provider} unreachable: {e}"))
+        } else if idempotent {
+            SendError::Unanswered(format!("{provider} did not answer: {e}"))
+        } else {
+            SendError::Ambiguous(format!("{provider} did not answer: {e}"))
+        }
+    }
 }
 
 /// Appends every message as one JSON line to a file, flushed to disk before it returns.
@@ -153,7 +188,7 @@ impl WebhookSink {
         let resp = req
             .send()
             .await
-            .map_err(|e| SendError::Retryable(format!("webhook unreachable: {e}")))?;
+            .map_err(|e| SendError::without_answer("webhook", &e, true))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

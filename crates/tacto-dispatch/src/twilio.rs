@@ -124,12 +124,13 @@ impl TwilioSms {
             .form(&form)
             .send()
             .await
-            .map_err(|e| SendError::Retryable(format!("twilio unreachable: {e}")))?;
+            .map_err(|e| SendError::without_answer("twilio", &e, false))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
+            // Twilio took the message: an answer we cannot read must not send it again.
             return serde_json::from_str(&text)
-                .map_err(|e| SendError::Retryable(format!("unreadable twilio answer: {e}")));
+                .map_err(|e| SendError::Ambiguous(format!("unreadable twilio answer: {e}")));
         }
         let err: ApiError = serde_json::from_str(&text).unwrap_or(ApiError {
             code: None,

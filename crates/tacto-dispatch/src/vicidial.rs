@@ -89,7 +89,9 @@ impl Vicidial {
             .form(&all)
             .send()
             .await
-            .map_err(|e| SendError::Retryable(format!("dialer unreachable: {e}")))?;
+            // `duplicate_check` makes a repeated add_lead harmless: a request without an
+            // answer is tried again.
+            .map_err(|e| SendError::without_answer("dialer", &e, true))?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(SendError::Retryable(format!("dialer answered {status}")));

@@ -1,6 +1,6 @@
 //! The Twilio adapter against a local server that enforces the Messages API contract: Basic
 //! auth, form fields and their limits, and Twilio's error replies (21211, 21610, 21611, 21614,
-//! 20429 with HTTP 429).
+//! 20429 with HTTP 429), and calls that got no answer (ambiguous, never retried).
 #![allow(missing_docs)]
 
 use axum::extract::{Path, State};
@@ -80,6 +80,20 @@ async fn messages(
     {
         return error(StatusCode::BAD_REQUEST, 21609, "Invalid StatusCallback");
     }
+    match to.as_str() {
+        // Takes the message, then answers after the client gave up.
+        "+15005550408" => {
+            stub.lock().expect("stub").accepted.push(form);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return (StatusCode::CREATED, "{}").into_response();
+        }
+        // Takes the message and answers something that is not Twilio's JSON.
+        "+15005550201" => {
+            stub.lock().expect("stub").accepted.push(form);
+            return (StatusCode::CREATED, "<html>accepted</html>").into_response();
+        }
+        _ => {}
+    }
     let mut stub = stub.lock().expect("stub");
     match to.as_str() {
         "+15005550009" => {
@@ -133,6 +147,10 @@ async fn start() -> (String, Arc<Mutex<Stub>>) {
 }
 
 fn adapter(base_url: String, token: &str) -> TwilioSms {
+    adapter_with_timeout(base_url, token, Duration::from_secs(5))
+}
+
+fn adapter_with_timeout(base_url: String, token: &str, timeout: Duration) -> TwilioSms {
     TwilioSms::new(
         TwilioConfig {
             base_url,
@@ -140,7 +158,7 @@ fn adapter(base_url: String, token: &str) -> TwilioSms {
             auth_token: token.into(),
             sender: Sender::Number("+15005550006".into()),
             callback_base: Some("https://tacto.example".into()),
-            timeout: Duration::from_secs(5),
+            timeout,
         },
         Arc::new(Templates::builtin(Some(SelfServiceLinks {
             base_url: "https://pay.example".into(),
@@ -227,5 +245,32 @@ async fn twilio_errors_map_to_retry_refusal_or_opt_out() {
     assert!(matches!(
         wrong.send(&message("+5215512345678")).await,
         Err(SendError::Permanent(why)) if why.contains("20003")
+    ));
+}
+
+/// A request that went out and got no answer may have been sent: ambiguous, never retried (no
+/// idempotency key in Twilio's API); a connection never made sent nothing: retryable.
+#[tokio::test]
+async fn no_answer_is_ambiguous_and_no_connection_is_retryable() {
+    let (url, stub) = start().await;
+    let twilio = adapter_with_timeout(url, TOKEN, Duration::from_millis(300));
+    assert!(matches!(
+        twilio.send(&message("+15005550408")).await,
+        Err(SendError::Ambiguous(why)) if why.contains("did not answer")
+    ));
+    assert!(matches!(
+        twilio.send(&message("+15005550201")).await,
+        Err(SendError::Ambiguous(why)) if why.contains("unreadable")
+    ));
+    assert_eq!(stub.lock().expect("stub").accepted.len(), 2);
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let twilio = adapter_with_timeout(url, TOKEN, Duration::from_millis(300));
+    assert!(matches!(
+        twilio.send(&message("+5215512345678")).await,
+        Err(SendError::Retryable(why)) if why.contains("unreachable")
     ));
 }
