@@ -540,20 +540,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Records a job's final state and reports its outcome, in one deferred write: only the
-    /// attempt must reach the disk before the provider is called. A crash that loses this
-    /// write (at most [`tacto_log::embedded::MAX_DEFERRAL`] of them) leaves the job as it was
-    /// before: attempted, so reported ambiguous, i.e. sent (the conservative reading for caps),
-    /// or never attempted, so handled again from the replayed contacts topic.
+    /// Records a job's final state and reports the outcome that state stands for (an ambiguous
+    /// job is reported sent), in one deferred write: only the attempt must reach the disk
+    /// before the provider is called. A crash that loses this write (at most
+    /// [`tacto_log::embedded::MAX_DEFERRAL`] of them) leaves the job as it was before:
+    /// attempted, so reported ambiguous, i.e. sent (the conservative reading for caps), or
+    /// never attempted, so handled again from the replayed contacts topic.
     fn finish(
         &self,
         account: &AccountId,
         job: &ContactJob,
         state: JobState,
-        status: OutcomeStatus,
         at: Timestamp,
     ) -> Result<(), LogError> {
-        let report = Self::job_report(account, &job.job_id, job.channel, status, at)?;
+        let report = Self::job_report(account, &job.job_id, job.channel, state.outcome(), at)?;
         self.jobs.finish_jobs(
             &*self.log,
             &[(account.clone(), job.job_id.clone(), state)],
@@ -783,13 +783,7 @@ impl Inner {
                 // We stopped in the middle of this call last time: it may have gone out.
                 tracing::warn!(job = %job.job_id, "ambiguous attempt after a restart: not re-sent");
                 let _t = self.transitions.lock().await;
-                return self.finish(
-                    account,
-                    job,
-                    JobState::Ambiguous,
-                    OutcomeStatus::Sent,
-                    clock(),
-                );
+                return self.finish(account, job, JobState::Ambiguous, clock());
             }
             Some(done) => {
                 // Handled before (a replay after a restart): report its outcome again, in case
@@ -832,7 +826,7 @@ impl Inner {
                 .observe(calling.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
-                    return self.finish(account, job, JobState::Sent, OutcomeStatus::Sent, clock());
+                    return self.finish(account, job, JobState::Sent, clock());
                 }
                 Err(SendError::Retryable(why) | SendError::Unanswered(why))
                     if attempt < self.config.max_tries =>
@@ -852,13 +846,7 @@ impl Inner {
                 Err(SendError::Ambiguous(why)) => {
                     // It may have gone out: never sent again, counted as sent.
                     tracing::warn!(job = %job.job_id, error = %why, "no answer from the provider: ambiguous, not retried");
-                    return self.finish(
-                        account,
-                        job,
-                        JobState::Ambiguous,
-                        OutcomeStatus::Sent,
-                        clock(),
-                    );
+                    return self.finish(account, job, JobState::Ambiguous, clock());
                 }
                 Err(SendError::OptedOut(why)) => {
                     tracing::info!(job = %job.job_id, reason = %why, "the recipient opted out with the provider");
@@ -871,13 +859,13 @@ impl Inner {
                 }
             }
         }
-        let (state, status) = if unanswered {
+        let state = if unanswered {
             tracing::warn!(job = %job.job_id, "the last try got no answer: ambiguous");
-            (JobState::Ambiguous, OutcomeStatus::Sent)
+            JobState::Ambiguous
         } else {
-            (JobState::Failed, OutcomeStatus::Failed)
+            JobState::Failed
         };
-        self.finish(account, job, state, status, clock())
+        self.finish(account, job, state, clock())
     }
 
     /// Handles a run of recalls under one transition lock. Jobs not attempted yet are cancelled

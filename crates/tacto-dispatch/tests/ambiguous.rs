@@ -13,24 +13,11 @@ use std::time::{Duration, Instant};
 use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::{Adapters, ChannelAdapter, Dispatch, DispatchConfig, Message, SendError};
 use tacto_log::embedded::EmbeddedLog;
-use tacto_log::{EventLog, events};
-use tacto_model::{Event, EventBody, OutcomeStatus, Timestamp, samples};
-use tacto_policy::Policy;
+use tacto_log::events;
+use tacto_model::{OutcomeStatus, samples};
 
-/// Inside New York's calling hours (10:00 local).
-fn now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").expect("time")
-}
-
-const POLICY: &str = r#"
-version = "ambiguous-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-"#;
+mod support;
+use support::now;
 
 /// How a scripted provider answers each call of an account, in order; calls past the script
 /// are accepted.
@@ -91,24 +78,12 @@ impl ChannelAdapter for Shared {
     }
 }
 
-/// Dispatch's reported outcomes on the events topic, per account.
+/// Dispatch's reported outcomes, by account.
 fn outcomes(log: &EmbeddedLog) -> Vec<(String, OutcomeStatus)> {
-    let mut out = Vec::new();
-    for p in 0..log.partitions(events::EVENTS.name()).expect("partitions") {
-        for d in log
-            .read(events::EVENTS.name(), p, 0, 100_000)
-            .expect("read")
-        {
-            if let Ok(Event {
-                account_id,
-                body: EventBody::ContactOutcome { status, .. },
-                ..
-            }) = events::from_record(&d.record)
-            {
-                out.push((account_id.to_string(), status));
-            }
-        }
-    }
+    let mut out: Vec<_> = support::reported(log)
+        .into_iter()
+        .map(|r| (r.account, r.status))
+        .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
@@ -118,7 +93,7 @@ async fn a_call_without_an_answer_is_never_repeated_and_counts_as_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
     events::create_topics(&*log, 2).expect("topics");
-    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let policy = support::one_sms_policy();
     let mut decide =
         Decide::restore(log.clone(), policy.clone(), DecideConfig::default()).expect("decide");
     let provider = Arc::new(ScriptedProvider {
@@ -150,11 +125,7 @@ async fn a_call_without_an_answer_is_never_repeated_and_counts_as_sent() {
 
     let accounts = ["HUNG-1", "BUSY-1", "ECHO-1", "LOST-1"];
     for a in accounts {
-        log.append(
-            events::EVENTS.name(),
-            &[events::to_record(&samples::sample_account(a)).expect("record")],
-        )
-        .expect("append");
+        support::append(&*log, &samples::sample_account(a));
     }
     decide.catch_up(now()).expect("decide");
     assert_eq!(dispatch.step(now).await.expect("jobs"), accounts.len());

@@ -13,24 +13,12 @@ use tacto_decide::{Address, Contacts};
 use tacto_dispatch::{Adapters, DispatchConfig, FileSink};
 use tacto_log::kafka::{KafkaLog, KafkaSettings};
 use tacto_log::{EventLog, Record, events};
-use tacto_model::{Channel, Event, EventBody, EventId, OutcomeStatus, Timestamp, samples};
+use tacto_model::{Channel, Event, EventBody, EventId, OutcomeStatus, samples};
 use tacto_policy::Policy;
 use tacto_policy::engine::Engine;
 
-/// Inside New York's calling hours (10:00 local).
-fn now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").expect("time")
-}
-
-const POLICY: &str = r#"
-version = "view-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-"#;
+mod support;
+use support::now;
 
 /// What decide would append for a new account: its job record and its state record.
 fn decide_outputs(engine: &mut Engine, policy: &Policy, account: &str) -> (Record, Record) {
@@ -111,7 +99,7 @@ fn a_job_that_arrives_before_its_account_state_waits_for_it() {
     let _cluster = cluster;
     let dir = tempfile::tempdir().expect("tempdir");
     let outbox = dir.path().join("outbox.jsonl");
-    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let policy = support::one_sms_policy();
     let adapters = Arc::new(Adapters::new(FileSink::open(&outbox).expect("outbox")));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -175,7 +163,7 @@ fn a_recall_at_the_end_of_a_batch_is_confirmed_at_once() {
     let (_cluster, log) = broker();
     let dir = tempfile::tempdir().expect("tempdir");
     let outbox = dir.path().join("outbox.jsonl");
-    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let policy = support::one_sms_policy();
     let adapters = Arc::new(Adapters::new(FileSink::open(&outbox).expect("outbox")));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -11,23 +11,11 @@ use tacto_decide::{Decide, DecideConfig};
 use tacto_dispatch::{Adapters, Dispatch, DispatchConfig, FileSink};
 use tacto_log::embedded::EmbeddedLog;
 use tacto_log::{EventLog, events};
-use tacto_model::{Channel, Event, EventBody, EventId, OutcomeStatus, Timestamp, samples};
+use tacto_model::{Channel, Event, EventBody, EventId, OutcomeStatus, samples};
 use tacto_policy::Policy;
 
-/// Inside New York's calling hours (10:00 local).
-fn now() -> Timestamp {
-    Timestamp::parse("2026-11-16T15:00:00Z").expect("time")
-}
-
-const POLICY: &str = r#"
-version = "recalls-1"
-jitter_minutes = 0
-[[segments]]
-name = "all"
-cadence = "main"
-[cadences.main]
-steps = [{ day = 0, channel = "sms", template = "reminder" }]
-"#;
+mod support;
+use support::{append, now};
 
 /// Queued accounts behind the rate limit.
 const QUEUED: usize = 12;
@@ -50,34 +38,12 @@ fn payment_in_full(account: &str) -> Event {
     }
 }
 
-fn append(log: &EmbeddedLog, e: &Event) {
-    log.append(
-        events::EVENTS.name(),
-        &[events::to_record(e).expect("record")],
-    )
-    .expect("append");
-}
-
-/// Dispatch's reported outcomes on the events topic: (job id, status) with how often each.
+/// Dispatch's reported outcomes: (job id, status) with how often each.
 fn outcomes(log: &EmbeddedLog) -> HashMap<(String, OutcomeStatus), usize> {
     let mut out = HashMap::new();
-    for p in 0..log.partitions(events::EVENTS.name()).expect("partitions") {
-        for d in log
-            .read(events::EVENTS.name(), p, 0, 100_000)
-            .expect("read")
-        {
-            if let Ok(Event {
-                body:
-                    EventBody::ContactOutcome {
-                        job_id: Some(job),
-                        status,
-                        ..
-                    },
-                ..
-            }) = events::from_record(&d.record)
-            {
-                *out.entry((job.to_string(), status)).or_default() += 1;
-            }
+    for r in support::reported(log) {
+        if let Some(job) = r.job {
+            *out.entry((job, r.status)).or_default() += 1;
         }
     }
     out
@@ -118,7 +84,7 @@ async fn recalled_jobs_are_confirmed_once_and_give_their_turn_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
     events::create_topics(&*log, 2).expect("topics");
-    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let policy = support::one_sms_policy();
     let mut decide =
         Decide::restore(log.clone(), policy.clone(), DecideConfig::default()).expect("decide");
     let outbox = dir.path().join("outbox.jsonl");
@@ -127,7 +93,7 @@ async fn recalled_jobs_are_confirmed_once_and_give_their_turn_up() {
     // Accounts whose reminders queue behind the rate limit (the first is sent at once).
     let accounts: Vec<String> = (0..=QUEUED).map(|i| format!("R-{i}")).collect();
     for a in &accounts {
-        append(&log, &samples::sample_account(a));
+        append(&*log, &samples::sample_account(a));
     }
     decide.catch_up(now()).expect("decide");
     assert_eq!(dispatch.step(now).await.expect("jobs"), accounts.len());
@@ -143,7 +109,7 @@ async fn recalled_jobs_are_confirmed_once_and_give_their_turn_up() {
 
     // Every one of them pays in full: one run of recalls on the contacts topic.
     for a in &accounts {
-        append(&log, &payment_in_full(a));
+        append(&*log, &payment_in_full(a));
     }
     decide.catch_up(now()).expect("decide");
     let recalls = dispatch.step(now).await.expect("recalls");
@@ -164,7 +130,7 @@ async fn recalled_jobs_are_confirmed_once_and_give_their_turn_up() {
 
     // A new account: its reminder waits one rate period at most, not one per recalled job.
     let asked = Instant::now();
-    append(&log, &samples::sample_account("NEXT-1"));
+    append(&*log, &samples::sample_account("NEXT-1"));
     decide.catch_up(now()).expect("decide");
     dispatch.step(now).await.expect("job");
     while sent(&outbox).len() < 2 && asked.elapsed() < Duration::from_secs(40) {
@@ -220,12 +186,12 @@ async fn a_job_on_the_contacts_topic_twice_is_reported_once_as_it_went() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log.redb")).expect("log"));
     events::create_topics(&*log, 1).expect("topics");
-    let policy = Arc::new(Policy::from_toml(POLICY).expect("policy"));
+    let policy = support::one_sms_policy();
     let mut decide =
         Decide::restore(log.clone(), policy.clone(), DecideConfig::default()).expect("decide");
     let outbox = dir.path().join("outbox.jsonl");
     let mut dispatch = dispatch(&log, &policy, &decide, &outbox, "tacto-dispatch");
-    append(&log, &samples::sample_account("T-1"));
+    append(&*log, &samples::sample_account("T-1"));
     decide.catch_up(now()).expect("decide");
     // The job's record, appended once more: its twin.
     let job = log
@@ -243,7 +209,7 @@ async fn a_job_on_the_contacts_topic_twice_is_reported_once_as_it_went() {
     }
     assert_eq!(sent(&outbox).len(), 1, "the job goes out once");
     // Paid in full while the twin may still wait for the next token (one every 4 s).
-    append(&log, &payment_in_full("T-1"));
+    append(&*log, &payment_in_full("T-1"));
     decide.catch_up(now()).expect("decide");
     tokio::time::sleep(Duration::from_secs(6)).await;
     let reported = outcomes(&log);
