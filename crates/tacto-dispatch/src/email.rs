@@ -4,15 +4,24 @@
 //! (see `templates`). The `Message-ID` is derived from the job id, so a receiving system can
 //! recognise a duplicate.
 //!
-//! SMTP replies: 4xx (and connection failures) are retried with backoff; 5xx is a refusal.
+//! Each email goes over a connection of its own, and what a failure means depends on when it
+//! came (a server queues a message only once it has read the message's final dot): up to the
+//! `DATA` command's go-ahead nothing was handed over, so a connection failure or a 4xx reply
+//! is retried and a 5xx reply refuses the job; after the message, a 4xx reply is retried and a
+//! 5xx refuses it, but no answer (a timeout, a dropped connection) is **ambiguous**: the
+//! server may have queued the email, and SMTP servers do not drop a repeat (the `Message-ID`
+//! lets a mail client group one, no more), so it is never sent again.
 
 use crate::sink::{Message, SendError};
 use crate::templates::Templates;
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::sync::Arc;
 use std::time::Duration;
 use tacto_model::Channel;
@@ -43,7 +52,8 @@ pub struct SmtpConfig {
     pub from: String,
     /// What goes in `List-Unsubscribe`.
     pub unsubscribe: UnsubscribeLinks,
-    /// Timeout of one delivery.
+    /// How long each of a delivery's two halves may take: connecting up to the server's
+    /// go-ahead for the message, and the message up to its answer.
     pub timeout: Duration,
 }
 
@@ -101,7 +111,10 @@ impl UnsubscribeLinks {
 
 /// The SMTP email adapter.
 pub struct SmtpEmail {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// TLS settings, for implicit TLS or STARTTLS.
+    tls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    hello_name: ClientId,
     from: Mailbox,
     config: SmtpConfig,
     templates: Arc<Templates>,
@@ -119,24 +132,44 @@ impl SmtpEmail {
             .from
             .parse()
             .map_err(|e| SendError::Permanent(format!("invalid sender {:?}: {e}", config.from)))?;
-        let security = match config.security {
-            SmtpSecurity::None => Tls::None,
-            SmtpSecurity::StartTls => Tls::Required(tls(&config.host)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls(&config.host)?),
+        let tls = match config.security {
+            SmtpSecurity::None => None,
+            SmtpSecurity::StartTls | SmtpSecurity::Tls => Some(tls(&config.host)?),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port)
-            .tls(security)
-            .timeout(Some(config.timeout));
-        if let Some((user, pass)) = &config.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-        }
         Ok(Self {
-            transport: builder.build(),
+            tls,
+            credentials: config
+                .credentials
+                .as_ref()
+                .map(|(user, pass)| Credentials::new(user.clone(), pass.clone())),
+            hello_name: ClientId::default(),
             from,
             config,
             templates,
         })
+    }
+
+    /// A connection to the server, secured and logged in as configured.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let implicit_tls = match self.config.security {
+            SmtpSecurity::Tls => self.tls.clone(),
+            SmtpSecurity::None | SmtpSecurity::StartTls => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.config.host.as_str(), self.config.port),
+            Some(self.config.timeout),
+            &self.hello_name,
+            implicit_tls,
+            None,
+        )
+        .await?;
+        if let (SmtpSecurity::StartTls, Some(tls)) = (self.config.security, &self.tls) {
+            conn.starttls(tls.clone(), &self.hello_name).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
     }
 
     /// Sends one email.
@@ -169,10 +202,80 @@ impl SmtpEmail {
         let email = builder
             .body(rendered.body)
             .map_err(|e| SendError::Permanent(format!("cannot build the email: {e}")))?;
-        match self.transport.send(email).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP: {e}"))),
-            Err(e) => Err(SendError::Retryable(format!("SMTP: {e}"))),
+        let envelope = email.envelope().clone();
+        let bytes = email.formatted();
+        // lettre times the TCP connection only: every exchange after it is timed here.
+        let limit = self.config.timeout;
+        // Nothing is handed over before the server's go-ahead for the message.
+        let mut conn = tokio::time::timeout(limit, async {
+            let mut conn = self.connect().await.map_err(not_handed_over)?;
+            ask_to_send(&mut conn, &envelope, &bytes).await?;
+            Ok::<_, SendError>(conn)
+        })
+        .await
+        .map_err(|_| SendError::Retryable(format!("SMTP: no go-ahead within {limit:?}")))??;
+        match tokio::time::timeout(limit, conn.message(&bytes)).await {
+            Ok(Ok(_)) => {
+                // Queued by the server; how the goodbye goes changes nothing.
+                let _ = tokio::time::timeout(limit, conn.quit()).await;
+                Ok(())
+            }
+            Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP: {e}"))),
+            Ok(Err(e)) if e.is_transient() => Err(SendError::Retryable(format!("SMTP: {e}"))),
+            Ok(Err(e)) => Err(SendError::Ambiguous(format!(
+                "SMTP: no answer after the message: {e}"
+            ))),
+            Err(_) => Err(SendError::Ambiguous(format!(
+                "SMTP: no answer within {limit:?} after the message"
+            ))),
         }
     }
+}
+
+/// What a failure before the message was handed over means: refused on a 5xx reply or when the
+/// server cannot take this email (a client error), otherwise worth another try.
+fn not_handed_over(e: SmtpError) -> SendError {
+    if e.is_permanent() || e.is_client() {
+        SendError::Permanent(format!("SMTP: {e}"))
+    } else {
+        SendError::Retryable(format!("SMTP: {e}"))
+    }
+}
+
+/// `MAIL FROM`, `RCPT TO` and `DATA`, up to the server's go-ahead for the message itself; the
+/// message's options as lettre's own transport sets them (SMTPUTF8 for non-ASCII addresses,
+/// 8BITMIME for a non-ASCII body), refused when the server lacks the extension.
+async fn ask_to_send(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    let mut options = Vec::new();
+    let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+    if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(SendError::Permanent(
+                "SMTP: the address is not ASCII and the server lacks SMTPUTF8".into(),
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !bytes.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(SendError::Permanent(
+                "SMTP: the email is not ASCII and the server lacks 8BITMIME".into(),
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await
+        .map_err(not_handed_over)?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), Vec::new()))
+            .await
+            .map_err(not_handed_over)?;
+    }
+    conn.command(Data).await.map_err(not_handed_over)?;
+    Ok(())
 }

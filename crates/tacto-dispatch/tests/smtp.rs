@@ -1,5 +1,6 @@
 //! Email through a real SMTP server on loopback (Python's `aiosmtpd`, installed by
-//! `make test`), read back from its Maildir by Python's own email parser.
+//! `make test`), read back from its Maildir by Python's own email parser; and what each kind
+//! of failure means, against a scripted SMTP server.
 #![allow(missing_docs)]
 
 use std::process::{Child, Command, Stdio};
@@ -48,6 +49,10 @@ fn smtp_server(maildir: &std::path::Path) -> (Server, u16) {
 }
 
 fn adapter(port: u16) -> SmtpEmail {
+    adapter_with_timeout(port, Duration::from_secs(5))
+}
+
+fn adapter_with_timeout(port: u16, timeout: Duration) -> SmtpEmail {
     SmtpEmail::new(
         SmtpConfig {
             host: "127.0.0.1".into(),
@@ -60,7 +65,7 @@ fn adapter(port: u16) -> SmtpEmail {
                 link_secret: Some("links".into()),
                 mailto: Some("unsubscribe@lender.example".into()),
             },
-            timeout: Duration::from_secs(5),
+            timeout,
         },
         Arc::new(Templates::builtin(Some(SelfServiceLinks {
             base_url: "https://pay.example".into(),
@@ -171,4 +176,122 @@ async fn smtp_failures_are_retried_or_refused() {
         adapter(port).send(&message("not an address")).await,
         Err(SendError::Permanent(_))
     ));
+}
+
+/// Where a scripted SMTP server fails.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Accepts the connection and never greets.
+    SilentGreeting,
+    /// Refuses the recipient (550).
+    RefuseRecipient,
+    /// Closes the connection when asked for `DATA`.
+    CloseAtData,
+    /// Reads the message and never answers.
+    SilentAfterMessage,
+    /// Reads the message and closes the connection.
+    CloseAfterMessage,
+    /// Reads the message and answers 451.
+    TryLaterAfterMessage,
+    /// Reads the message and answers 554.
+    RefuseAfterMessage,
+}
+
+/// A scripted SMTP server on loopback, one connection at a time; counts the messages whose
+/// final dot it read.
+async fn scripted_smtp(script: Script) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let messages = Arc::new(AtomicUsize::new(0));
+    let counted = messages.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            if let Script::SilentGreeting = script {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+            let _ = write.write_all(b"220 stub ESMTP\r\n").await;
+            let mut in_message = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if in_message {
+                    if line != "." {
+                        continue;
+                    }
+                    in_message = false;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    match script {
+                        Script::SilentAfterMessage => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        Script::CloseAfterMessage => break,
+                        Script::TryLaterAfterMessage => {
+                            let _ = write.write_all(b"451 4.3.0 try later\r\n").await;
+                        }
+                        Script::RefuseAfterMessage => {
+                            let _ = write.write_all(b"554 5.7.1 refused\r\n").await;
+                        }
+                        _ => {
+                            let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                        }
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let reply: &[u8] = match (verb.as_str(), script) {
+                    ("EHLO", _) => b"250-stub\r\n250 8BITMIME\r\n",
+                    ("RCPT", Script::RefuseRecipient) => b"550 5.1.1 no such user\r\n",
+                    ("DATA", Script::CloseAtData) => break,
+                    ("DATA", _) => {
+                        in_message = true;
+                        b"354 go ahead\r\n"
+                    }
+                    ("QUIT", _) => {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                let _ = write.write_all(reply).await;
+            }
+        }
+    });
+    (port, messages)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_means_what_the_moment_it_came_says() {
+    use std::sync::atomic::Ordering;
+    let cases = [
+        (Script::SilentGreeting, "retryable", 0),
+        (Script::RefuseRecipient, "permanent", 0),
+        (Script::CloseAtData, "retryable", 0),
+        (Script::SilentAfterMessage, "ambiguous", 1),
+        (Script::CloseAfterMessage, "ambiguous", 1),
+        (Script::TryLaterAfterMessage, "retryable", 1),
+        (Script::RefuseAfterMessage, "permanent", 1),
+    ];
+    for (script, expected, handed_over) in cases {
+        let (port, messages) = scripted_smtp(script).await;
+        let result = adapter_with_timeout(port, Duration::from_millis(500))
+            .send(&message("deudor@example.com"))
+            .await;
+        let got = match &result {
+            Err(SendError::Retryable(_)) => "retryable",
+            Err(SendError::Permanent(_)) => "permanent",
+            Err(SendError::Ambiguous(_)) => "ambiguous",
+            _ => "other",
+        };
+        assert_eq!(got, expected, "{script:?}: {result:?}");
+        assert_eq!(
+            messages.load(Ordering::SeqCst),
+            handed_over,
+            "{script:?}: messages the server read"
+        );
+    }
 }
