@@ -10,7 +10,10 @@
 # record's headers in an unindexed table. Both grow with the topic, so a consumer that is behind
 # (a service restoring, or a load of 20,000 accounts) made the broker scan its whole store on
 # every fetch: 512 records consumed in 5 minutes at 100% of a core. The patch bounds a fetch to
-# 1,000 records and indexes the headers by (partition, offset). A third fix: a produce from an
+# the first 1,000 records from the fetch offset and indexes the headers by (partition, offset).
+# (It first bounded the offsets instead, to 1,000 past the fetch offset: once compaction had
+# left a gap that wide in a changelog, every fetch from before the gap came back empty and a
+# consumer restoring from it never moved on.) A third fix: a produce from an
 # idempotent producer with an epoch the broker has no record of (seen when ingest's producer
 # wrote on across a broker restart in a 100,000-event chaos run) made the engine panic ("more or
 # less than one row"), which stopped its storage service: every later request failed until the
